@@ -1,0 +1,1 @@
+"""PostgreSQL source: schema, embedded server, simulator, recording loader, bulk extract, quarantine."""

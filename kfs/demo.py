@@ -1,0 +1,89 @@
+"""`kfs demo` / `make demo`: the main job on the embedded default, end to end, with a summary."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime, timezone
+
+import pyarrow.parquet as pq
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+
+from ingest.db import connection, describe_dsn, resolve_dsn, table_identifier
+from ingest.schema import create_source_tables
+from ingest.streams import PARTITIONED_STREAMS
+from kfs.config import SourceTables
+from kfs.lake import Lake
+
+
+def source_day_range(dsn: str, tables: SourceTables) -> tuple[date, date] | None:
+    """First and last UTC day with any book event or trade in the source."""
+    bounds = []
+    with connection(dsn) as conn:
+        for stream in PARTITIONED_STREAMS.values():
+            query = sql.SQL("SELECT min({t}), max({t}) FROM {table}").format(
+                t=sql.Identifier(stream.time_column), table=table_identifier(getattr(tables, stream.table_attr)))
+            low, high = conn.execute(query).fetchone()
+            if low is not None:
+                bounds.extend([low, high])
+    if not bounds:
+        return None
+    to_day = lambda ms: datetime.fromtimestamp(ms / 1000, tz=timezone.utc).date()  # noqa: E731
+    return to_day(min(bounds)), to_day(max(bounds))
+
+
+def lake_summary(lake: Lake) -> dict:
+    def rows_and_bytes(paths) -> tuple[int, int]:
+        rows = size = 0
+        for path in paths:
+            rows += pq.ParquetFile(path).metadata.num_rows
+            size += path.stat().st_size
+        return rows, size
+
+    summary = {}
+    for stream in (*PARTITIONED_STREAMS, "markets"):
+        rows, size = rows_and_bytes(sorted(lake.raw_stream_dir(stream).glob("**/*.parquet")))
+        quarantined, _ = rows_and_bytes(sorted((lake.root / "raw" / "_quarantine" / stream).glob("**/*.parquet")))
+        summary[stream] = {"rows": rows, "bytes": size, "quarantined": quarantined,
+                           "partitions": len(lake.partitions(stream)) if stream != "markets" else 1}
+    return summary
+
+
+def run_demo(console: Console) -> int:
+    from kfs.cli import materialize_range, run_simulation, source_market_count
+
+    started = time.perf_counter()
+    dsn = resolve_dsn()
+    tables = SourceTables.from_env()
+    console.print(f"[bold]1/3[/] PostgreSQL at {describe_dsn(dsn)}")
+    with connection(dsn) as conn:
+        create_source_tables(conn, tables)
+        present = source_market_count(conn, tables)
+    if present:
+        console.print(f"[bold]2/3[/] simulation skipped: the source already holds {present} markets")
+    else:
+        config, sim = run_simulation(300, 7, 7, 0.6, None, replace=False)
+        console.print(f"[bold]2/3[/] simulated {sim.markets} markets, {sim.book_events:,} book events, "
+                      f"{sim.trades:,} trades from {config.start}")
+    days = source_day_range(dsn, tables)
+    if days is None:
+        console.print("nothing to ingest: the source tables are empty")
+        return 1
+    console.print(f"[bold]3/3[/] ingesting {days[0]} .. {days[1]} through Dagster")
+    results = materialize_range(days[0], days[1])
+    failed = [c for r in results for c in r.get_asset_check_evaluations() if not c.passed]
+
+    summary = lake_summary(Lake())
+    table = Table(title="kalshi-feature-store demo: raw lake")
+    for column in ("dataset", "rows", "partitions", "bytes", "quarantined"):
+        table.add_column(column, justify="right" if column != "dataset" else "left")
+    for name, info in summary.items():
+        table.add_row(name, f"{info['rows']:,}", str(info["partitions"]), f"{info['bytes']:,}", f"{info['quarantined']:,}")
+    book_events = summary["snapshots"]["rows"] + summary["deltas"]["rows"]
+    table.add_row("[bold]book events[/]", f"{book_events:,}", "", "", "")
+    console.print(table)
+    console.print(f"markets {summary['markets']['rows']}, trades {summary['trades']['rows']:,}, "
+                  f"partitions {summary['deltas']['partitions']}, failed checks {len(failed)}, "
+                  f"lake {Lake().root}, {time.perf_counter() - started:.0f} s")
+    return 1 if failed else 0

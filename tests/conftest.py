@@ -1,0 +1,85 @@
+"""Shared fixtures: a real PostgreSQL per test session, a schema per test, a small simulated universe.
+
+With `KFS_PG_DSN` set, a fresh database is created on that server for the session (and dropped after);
+otherwise an embedded server is started in a temporary directory, the same mechanism `kfs pg` uses.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import date
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+from ingest.pg_server import EmbeddedServer
+from ingest.schema import create_source_tables
+from ingest.simulator import SimulationConfig, simulate
+from kfs.config import SourceTables
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data" / "real"
+SMALL_START = date(2026, 3, 2)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(tmp_path_factory):
+    name = f"kfs_test_{uuid.uuid4().hex[:10]}"
+    external = os.environ.get("KFS_PG_DSN")
+    if external:
+        with psycopg.connect(external, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        params = conninfo.conninfo_to_dict(external)
+        params["dbname"] = name
+        yield conninfo.make_conninfo(**params)
+        with psycopg.connect(external, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("pg") / "data")
+    server.start()
+    yield server.create_database(name)
+    server.destroy()
+
+
+def schema_tables(schema: str) -> SourceTables:
+    return SourceTables(
+        snapshots=f"{schema}.rl_orderbook_snapshots", deltas=f"{schema}.rl_orderbook_deltas",
+        trades=f"{schema}.rl_trades", markets=f"{schema}.markets",
+    )
+
+
+@pytest.fixture
+def fresh_tables(pg_dsn):
+    """A new schema with the source tables (strict constraints); yields a factory for lenient ones too."""
+    created = []
+
+    def make(strict: bool = True) -> SourceTables:
+        schema = f"t_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(pg_dsn) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            tables = schema_tables(schema)
+            create_source_tables(conn, tables, strict=strict)
+        created.append(schema)
+        return tables
+
+    yield make
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for schema in created:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+SMALL_CONFIG = SimulationConfig(markets=12, days=2, seed=11, signal=0.6, start=SMALL_START)
+
+
+@pytest.fixture(scope="session")
+def small_universe(pg_dsn):
+    """12 simulated markets over 2 days in schema `small` (shared, read-only for tests)."""
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS small")
+        tables = schema_tables("small")
+        create_source_tables(conn, tables)
+        summary = simulate(conn, tables, SMALL_CONFIG, first_session_id=1)
+    return {"dsn": pg_dsn, "tables": tables, "config": SMALL_CONFIG, "summary": summary}

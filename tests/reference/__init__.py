@@ -1,0 +1,1 @@
+"""Plain-Python reference implementations: slow, obvious, and the oracle for the production code."""
