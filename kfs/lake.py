@@ -55,7 +55,7 @@ class Lake:
         return pq.read_table(path)
 
 
-def write_parquet_atomic(table: pl.DataFrame | pa.Table, path: Path) -> int:
+def write_parquet_atomic(table: pl.DataFrame | pa.Table, path: Path, metadata: dict[str, str] | None = None) -> int:
     """Write `table` to `path` so that readers see the old file or the new one, never a partial one.
 
     Returns the size of the new file in bytes.
@@ -65,7 +65,7 @@ def write_parquet_atomic(table: pl.DataFrame | pa.Table, path: Path) -> int:
     tmp = path.with_name(f".{path.name}{_TMP_MARK}{uuid.uuid4().hex}")
     try:
         frame = table if isinstance(table, pl.DataFrame) else pl.from_arrow(table)
-        frame.write_parquet(tmp, **_PARQUET_OPTIONS)
+        frame.write_parquet(tmp, metadata=metadata, **_PARQUET_OPTIONS)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

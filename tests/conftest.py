@@ -83,3 +83,21 @@ def small_universe(pg_dsn):
         create_source_tables(conn, tables)
         summary = simulate(conn, tables, SMALL_CONFIG, first_session_id=1)
     return {"dsn": pg_dsn, "tables": tables, "config": SMALL_CONFIG, "summary": summary}
+
+
+@pytest.fixture(scope="session")
+def small_lake(small_universe, tmp_path_factory):
+    """The small universe ingested into a lake: every raw partition plus markets."""
+    from datetime import timedelta
+
+    from ingest.extract import ingest_markets, ingest_partition
+    from ingest.streams import PARTITIONED_STREAMS
+    from kfs.lake import Lake
+
+    lake = Lake(tmp_path_factory.mktemp("small_lake"))
+    config = small_universe["config"]
+    for i in range(config.days):
+        for stream in PARTITIONED_STREAMS:
+            ingest_partition(small_universe["dsn"], stream, config.start + timedelta(days=i), lake, small_universe["tables"])
+    ingest_markets(small_universe["dsn"], lake, small_universe["tables"])
+    return lake

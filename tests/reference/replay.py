@@ -15,6 +15,8 @@ class BookState:
     best_yes_bid: int | None
     best_yes_ask: int | None
     valid: bool
+    yes_depth5: int = 0
+    no_depth5: int = 0
 
 
 def replay_events(events: list[dict]) -> list[BookState]:
@@ -42,5 +44,7 @@ def replay_events(events: list[dict]) -> list[BookState]:
         last_seq = seq
         best_bid = max(yes) if yes else None
         best_ask = 100 - max(no) if no else None
-        states.append(BookState(best_bid, best_ask, valid))
+        yes_depth5 = sum(size for _, size in sorted(yes.items(), reverse=True)[:5])
+        no_depth5 = sum(size for _, size in sorted(no.items(), reverse=True)[:5])
+        states.append(BookState(best_bid, best_ask, valid, yes_depth5, no_depth5))
     return states
