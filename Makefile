@@ -4,10 +4,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+MANIFEST := dbt_project/target/manifest.json
+DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros -type f) dbt_project/dbt_project.yml dbt_project/profiles.yml
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test test-fast dev bench clean-lake stop
+.PHONY: demo test test-fast dev bench docs clean-lake stop
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,21 +17,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# dagster-dbt reads the manifest when the definitions load: build it once, and again when models change.
+$(MANIFEST): $(STAMP) $(DBT_SOURCES)
+	KFS_LAKE=$(CURDIR)/lake KFS_WAREHOUSE=$(CURDIR)/.kfs/warehouse.duckdb \
+		$(BIN)/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
+	@touch $(MANIFEST)
+
+demo: $(STAMP) $(MANIFEST)
 	$(BIN)/kfs demo
 
-test: $(STAMP)
+test: $(STAMP) $(MANIFEST)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(MANIFEST)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow"
 
-dev: $(STAMP)
+dev: $(STAMP) $(MANIFEST)
 	@mkdir -p .kfs/dagster && test -f .kfs/dagster/dagster.yaml || cp dagster.yaml .kfs/dagster/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.kfs/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-bench: $(STAMP)
+bench: $(STAMP) $(MANIFEST)
 	$(BIN)/kfs bench
+
+docs: $(STAMP)
+	$(BIN)/python -m features.store > docs/data_dictionary.md
 
 stop: $(STAMP)
 	$(BIN)/kfs pg stop

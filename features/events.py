@@ -283,6 +283,10 @@ def build_event_features(lake: Lake, first: date, last: date, lookback: int | No
     return in_range, counts
 
 
+def event_partition_path(lake: Lake, day: date | str):
+    return lake.root / "features" / "events" / f"date={day if isinstance(day, str) else day.isoformat()}" / "part-00000.parquet"
+
+
 def write_event_partitions(lake: Lake, features: pl.DataFrame, first: date, last: date) -> dict[str, int]:
     """One file per day (also for days without events), sorted by market, session and sequence."""
     rows = {}
@@ -290,8 +294,7 @@ def write_event_partitions(lake: Lake, features: pl.DataFrame, first: date, last
     for i in range((last - first).days + 1):
         day = first + timedelta(days=i)
         part = with_day.filter(pl.col("_day") == day).drop("_day")
-        path = lake.root / "features" / "events" / f"date={day.isoformat()}" / "part-00000.parquet"
-        write_parquet_atomic(part, path, metadata={"kfs_schema_version": EVENTS_SCHEMA_VERSION})
+        write_parquet_atomic(part, event_partition_path(lake, day), metadata={"kfs_schema_version": EVENTS_SCHEMA_VERSION})
         rows[day.isoformat()] = part.height
     return rows
 

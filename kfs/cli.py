@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from datetime import date, datetime, timedelta, timezone
@@ -167,8 +168,9 @@ def _ensure_dagster_home() -> None:
 _QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def materialize_range(start: date, end: date, quiet: bool = False) -> list:
-    """Materialize every daily ingest partition in [start, end] and the markets asset, in-process."""
+def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple[str, ...] = ("ingest", "features")) -> list:
+    """Materialize, in-process and recorded in the Dagster instance: the daily ingest partitions in
+    [start, end] and the markets asset, then the feature store over the same range in one run."""
     _ensure_dagster_home()
     import dagster as dg
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -178,30 +180,47 @@ def materialize_range(start: date, end: date, quiet: bool = False) -> list:
     if end < start:
         raise UsageError(f"--end {end} is before --start {start}")
     instance = dg.DagsterInstance.get()
-    ingest_job = defs.resolve_job_def("ingest_job")
-    markets_job = defs.resolve_job_def("markets_job")
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    steps = (len(days) + 1 if "ingest" in stages else 0) + (1 if "features" in stages else 0)
     results = []
+    # dagster-dbt echoes every dbt log line to stdout; keep the terminal to the progress bar and the
+    # summary, and the dbt lines in a log file (the Dagster UI has them too, per run).
+    terminal = Console(file=sys.stdout, soft_wrap=True)
+    from kfs.config import kfs_home
+
+    dbt_log = kfs_home() / "logs" / "dbt.log"
+    dbt_log.parent.mkdir(parents=True, exist_ok=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=quiet, disable=quiet) as progress:
-        task = progress.add_task("ingesting partitions", total=len(days) + 1)
-        for day in days:
-            progress.update(task, description=f"ingesting {day}")
-            results.append(ingest_job.execute_in_process(partition_key=day.isoformat(), instance=instance,
-                                                         run_config=_QUIET_RUN))
+                  TimeElapsedColumn(), console=terminal, transient=quiet, disable=quiet) as progress:
+        task = progress.add_task("materializing", total=steps)
+        if "ingest" in stages:
+            ingest_job = defs.resolve_job_def("ingest_job")
+            for day in days:
+                progress.update(task, description=f"ingesting {day}")
+                results.append(ingest_job.execute_in_process(partition_key=day.isoformat(), instance=instance,
+                                                             run_config=_QUIET_RUN))
+                progress.advance(task)
+            progress.update(task, description="ingesting markets")
+            results.append(defs.resolve_job_def("markets_job").execute_in_process(instance=instance, run_config=_QUIET_RUN))
             progress.advance(task)
-        progress.update(task, description="ingesting markets")
-        results.append(markets_job.execute_in_process(instance=instance, run_config=_QUIET_RUN))
-        progress.advance(task)
+        if "features" in stages:
+            progress.update(task, description=f"feature store {start} .. {end} (replay, features, dbt, split)")
+            with dbt_log.open("a") as log, contextlib.redirect_stdout(log):
+                results.append(defs.resolve_job_def("feature_store_job").execute_in_process(
+                    instance=instance, run_config=_QUIET_RUN,
+                    tags={"dagster/asset_partition_range_start": start.isoformat(),
+                          "dagster/asset_partition_range_end": end.isoformat()}))
+            progress.advance(task)
     return results
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
     start = _parse_day(args.start, "--start")
     end = _parse_day(args.end, "--end") if args.end else start
-    results = materialize_range(start, end)
+    stages = ("ingest", "features") if args.only is None else (args.only,)
+    results = materialize_range(start, end, stages=stages)
     failed = [c for r in results for c in r.get_asset_check_evaluations() if not c.passed]
-    console.print(f"materialized {(end - start).days + 1} partitions; {len(failed)} failed checks")
+    console.print(f"materialized {(end - start).days + 1} partitions ({', '.join(stages)}); {len(failed)} failed checks")
     for check in failed:
         console.print(f"  check failed: {check.asset_key.to_user_string()} {check.check_name} {check.metadata}")
     return 1 if failed else 0
@@ -258,9 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time zone of timestamps written without one (default UTC)")
     load.set_defaults(func=cmd_load_recording)
 
-    mat = sub.add_parser("materialize", help="ingest daily partitions through Dagster, in-process")
+    mat = sub.add_parser("materialize", help="ingest daily partitions and build the feature store through Dagster")
     mat.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     mat.add_argument("--end", help="last day (inclusive), default --start")
+    mat.add_argument("--only", choices=["ingest", "features"], help="one stage only (default: both)")
     mat.set_defaults(func=cmd_materialize)
 
     demo = sub.add_parser("demo", help="the main job on the embedded default: simulate, ingest, summarise")

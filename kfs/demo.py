@@ -50,6 +50,28 @@ def lake_summary(lake: Lake) -> dict:
     return summary
 
 
+def feature_summary(lake: Lake) -> Table:
+    """Feature rows per day, and markets per volatility class and split."""
+    import polars as pl
+
+    from features import store
+
+    table = Table(title="feature store")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    events = store.load_events(lake=lake).group_by(pl.from_epoch("timestamp_ms", time_unit="ms").dt.date().alias("day")) \
+        .agg(pl.len()).sort("day").collect()
+    for day, rows in events.iter_rows():
+        table.add_row(f"event feature rows {day}", f"{rows:,}")
+    table.add_row("event feature rows, all days", f"{events['len'].sum():,}")
+    markets = store.load_markets(lake)
+    for (klass,), group in sorted(markets.group_by(["volatility_class"])):
+        table.add_row(f"markets {klass}", str(group.height))
+    for (split,), group in sorted(markets.group_by(["split"])):
+        table.add_row(f"markets in {split}", str(group.height))
+    return table
+
+
 def run_demo(console: Console) -> int:
     from kfs.cli import materialize_range, run_simulation, source_market_count
 
@@ -70,7 +92,7 @@ def run_demo(console: Console) -> int:
     if days is None:
         console.print("nothing to ingest: the source tables are empty")
         return 1
-    console.print(f"[bold]3/3[/] ingesting {days[0]} .. {days[1]} through Dagster")
+    console.print(f"[bold]3/3[/] ingesting {days[0]} .. {days[1]} and building the feature store through Dagster")
     results = materialize_range(days[0], days[1])
     failed = [c for r in results for c in r.get_asset_check_evaluations() if not c.passed]
 
@@ -83,6 +105,7 @@ def run_demo(console: Console) -> int:
     book_events = summary["snapshots"]["rows"] + summary["deltas"]["rows"]
     table.add_row("[bold]book events[/]", f"{book_events:,}", "", "", "")
     console.print(table)
+    console.print(feature_summary(Lake()))
     console.print(f"markets {summary['markets']['rows']}, trades {summary['trades']['rows']:,}, "
                   f"partitions {summary['deltas']['partitions']}, failed checks {len(failed)}, "
                   f"lake {Lake().root}, {time.perf_counter() - started:.0f} s")

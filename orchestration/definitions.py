@@ -6,6 +6,8 @@ import os
 
 import dagster as dg
 
+from orchestration.assets.dbt import dbt_core_models, dbt_daily_trade_flow, dbt_resource, dbt_split_marts
+from orchestration.assets.features import features_events, split_registry
 from orchestration.assets.ingest import raw_markets, raw_partitioned_assets
 from orchestration.resources import resources_for
 
@@ -21,8 +23,16 @@ markets_job = dg.define_asset_job(
     description="Re-read market metadata and resolutions.",
 )
 
+feature_store_job = dg.define_asset_job(
+    "feature_store_job",
+    selection=dg.AssetSelection.assets(features_events, dbt_daily_trade_flow, dbt_core_models, split_registry,
+                                       dbt_split_marts),
+    description="Per-event features for a range of days, then the dbt models, categories and the split.",
+)
+
 defs = dg.Definitions(
-    assets=[*raw_partitioned_assets, raw_markets],
-    jobs=[ingest_job, markets_job],
-    resources=resources_for(os.environ.get("KFS_ENV", "local")),
+    assets=[*raw_partitioned_assets, raw_markets, features_events, dbt_daily_trade_flow, dbt_core_models,
+            split_registry, dbt_split_marts],
+    jobs=[ingest_job, markets_job, feature_store_job],
+    resources={**resources_for(os.environ.get("KFS_ENV", "local")), "dbt": dbt_resource()},
 )

@@ -23,6 +23,8 @@ def test_definitions_load_with_every_raw_asset_and_check():
 def small_env(small_universe, tmp_path, monkeypatch):
     monkeypatch.setenv("KFS_PG_DSN", small_universe["dsn"])
     monkeypatch.setenv("KFS_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("KFS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KFS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
     for stream in ("snapshots", "deltas", "trades", "markets"):
         monkeypatch.setenv(f"KFS_TABLE_{stream.upper()}", getattr(small_universe["tables"], stream))
     return Lake(tmp_path / "lake")
@@ -53,6 +55,8 @@ def test_materialize_cli_runs_a_range_with_progress(small_env, monkeypatch, tmp_
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     end = SMALL_START.replace(day=SMALL_START.day + 1)
     assert main(["materialize", "--start", SMALL_START.isoformat(), "--end", end.isoformat()]) == 0
-    assert "materialized 2 partitions; 0 failed checks" in capsys.readouterr().out
+    assert "materialized 2 partitions (ingest, features); 0 failed checks" in capsys.readouterr().out
     assert small_env.partitions("trades") == [SMALL_START, end]
+    assert (small_env.root / "features" / "markets" / "markets.parquet").exists()
+    assert (tmp_path / "home" / "logs" / "dbt.log").stat().st_size > 0
     assert main(["materialize", "--start", end.isoformat(), "--end", SMALL_START.isoformat()]) == 2

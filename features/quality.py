@@ -1,0 +1,67 @@
+"""Data-quality suite of the event feature table, in Great Expectations 1.x.
+
+Ranges and nulls come from features/schema.py (one declaration per column); monotone time per market
+and flag consistency are derived columns that must be all true. GX validates pandas frames, so the
+derived columns are computed in Polars first and only the checked columns are converted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import polars as pl
+
+from features.schema import EVENT_COLUMNS
+
+_DERIVED = {
+    "time_monotone_in_market": (pl.col("event_time_ms") >= pl.col("event_time_ms").shift(1).over("market_ticker"))
+    .fill_null(True),
+    "yes_empty_flag_consistent": (pl.col("yes_side_empty") == (pl.col("best_yes_bid_cents") == 0)),
+    "no_empty_flag_consistent": (pl.col("no_side_empty") == (pl.col("best_no_bid_cents") == 0)),
+    "ask_mirrors_no_bid": (pl.col("best_yes_ask_cents") == pl.when(pl.col("best_no_bid_cents") > 0)
+                           .then(100 - pl.col("best_no_bid_cents")).otherwise(100)),
+    "crossed_flag_consistent": (pl.col("crossed") == ((pl.col("best_yes_bid_cents") > 0) & (pl.col("best_no_bid_cents") > 0)
+                                                      & (pl.col("best_yes_bid_cents") >= pl.col("best_yes_ask_cents")))),
+    "burst_implies_active": (pl.col("tm_burst") <= pl.col("tm_active")),
+    "final_hour_implies_final_day": (pl.col("tm_final_hour") <= pl.col("tm_final_6h")) & (pl.col("tm_final_6h") <= pl.col("tm_final_day")),
+    "one_category": (pl.sum_horizontal(pl.col("^md_category_.*$")) == 1.0),
+}
+
+
+@dataclass
+class QualityResult:
+    success: bool
+    evaluated: int
+    failed: list[dict]
+    rows: int
+
+
+def build_suite():
+    import great_expectations as gx
+
+    suite = gx.ExpectationSuite(name="event_features")
+    for column in EVENT_COLUMNS:
+        suite.add_expectation(gx.expectations.ExpectColumnValuesToNotBeNull(column=column.name))
+        if column.low is not None or column.high is not None:
+            suite.add_expectation(gx.expectations.ExpectColumnValuesToBeBetween(
+                column=column.name, min_value=column.low, max_value=column.high))
+    for name in _DERIVED:
+        suite.add_expectation(gx.expectations.ExpectColumnValuesToBeInSet(column=name, value_set=[True]))
+    return suite
+
+
+def validate_events(events: pl.DataFrame) -> QualityResult:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    frame = events.with_columns(**_DERIVED).to_pandas()
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (context.data_sources.add_pandas(name="events").add_dataframe_asset(name="event_features")
+             .add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame}))
+    result = batch.validate(build_suite())
+    failed = [{"expectation": r.expectation_config.type, "column": r.expectation_config.kwargs.get("column"),
+               "unexpected": r.result.get("unexpected_count")} for r in result.results if not r.success]
+    return QualityResult(success=bool(result.success), evaluated=len(result.results), failed=failed, rows=events.height)
