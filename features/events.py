@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from features import windows
+from features.book_features import BOOK_FEATURE_COLUMNS, NO_CLOSE, book_features_kernel
 from features.replay import KIND_SNAPSHOT, ReplayCounts, merge_book_events, replay
 from features.schema import CATEGORIES, EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
 from kfs.lake import Lake, write_parquet_atomic
@@ -107,53 +108,53 @@ def resolution_history(lake: Lake, markets: pl.DataFrame, until: date) -> pl.Dat
     return settled
 
 
-def _cumulative_resolution(history: pl.DataFrame, key: str) -> pl.DataFrame:
-    """Running YES rate, Brier score and count per `key`, one row per (key, settlement time)."""
-    per_time = history.group_by(key, "settled_ms").agg(
-        pl.len().alias("n"), pl.col("outcome").sum().alias("yes"),
-        ((pl.col("last_price_prob") - pl.col("outcome")) ** 2).sum().alias("brier_sum"),
-        pl.col("last_price_prob").is_not_null().sum().alias("brier_n"),
-    ).sort(key, "settled_ms")
-    return per_time.with_columns(
-        pl.col("n").cum_sum().over(key).alias("n"), pl.col("yes").cum_sum().over(key).alias("yes"),
-        pl.col("brier_sum").cum_sum().over(key).alias("brier_sum"),
-        pl.col("brier_n").cum_sum().over(key).alias("brier_n"),
-    ).sort("settled_ms")
+def _resolution_columns(frame: pl.DataFrame, history: pl.DataFrame, key: str, prefix: str) -> list[pl.Series]:
+    """YES rate, Brier score and confidence of the markets with the event's `key` settled strictly before
+    its time, in frame order. Per key value: cumulative sums over settlement times, then a binary search
+    per event (linear in events, no sort of the event table)."""
+    n = frame.height
+    yes_rate = np.full(n, 0.5)
+    brier = np.full(n, 0.25)
+    confidence = np.zeros(n)
+    values = frame[key].unique().sort().to_list()
+    event_codes = frame[key].replace_strict(values, list(range(len(values))), return_dtype=pl.Int32).to_numpy()
+    event_times = frame["event_time_ms"].to_numpy()
+    code_of = dict(zip(values, range(len(values))))
+    for value, settled in history.sort("settled_ms").group_by(key, maintain_order=True):
+        if value[0] not in code_of:
+            continue
+        rows = np.flatnonzero(event_codes == code_of[value[0]])
+        if rows.size == 0:
+            continue
+        times = settled["settled_ms"].to_numpy()
+        outcome = settled["outcome"].to_numpy()
+        price = settled["last_price_prob"].to_numpy()
+        priced = ~np.isnan(price)
+        cum_n = np.concatenate([[0], np.arange(1, times.size + 1)])
+        cum_yes = np.concatenate([[0.0], np.cumsum(outcome)])
+        cum_brier = np.concatenate([[0.0], np.cumsum(np.where(priced, (price - outcome) ** 2, 0.0))])
+        cum_priced = np.concatenate([[0], np.cumsum(priced)])
+        before = np.searchsorted(times, event_times[rows], side="left")  # settled_ms < t
+        seen = before > 0
+        count = cum_n[before]
+        yes_rate[rows[seen]] = cum_yes[before[seen]] / count[seen]
+        with_price = cum_priced[before] > 0
+        brier[rows[with_price]] = cum_brier[before[with_price]] / cum_priced[before[with_price]]
+        confidence[rows] = count / (count + 10.0)
+    return [pl.Series(f"{prefix}_yes_rate", yes_rate), pl.Series(f"{prefix}_brier", brier),
+            pl.Series(f"{prefix}_confidence", confidence)]
 
 
-def _resolution_features(events: pl.DataFrame, history: pl.DataFrame, key: str, prefix: str) -> pl.DataFrame:
-    stats = _cumulative_resolution(history, key).select(
-        key, "settled_ms",
-        (pl.col("yes") / pl.col("n")).alias(f"{prefix}_yes_rate"),
-        pl.when(pl.col("brier_n") > 0).then(pl.col("brier_sum") / pl.col("brier_n")).otherwise(0.25).alias(f"{prefix}_brier"),
-        (pl.col("n") / (pl.col("n") + 10.0)).alias(f"{prefix}_confidence"),
-    )
-    joined = events.select("row", key, "event_time_ms").sort("event_time_ms").join_asof(
-        stats, left_on="event_time_ms", right_on="settled_ms", by=key, strategy="backward",
-        allow_exact_matches=False,  # settled strictly before t
-        check_sortedness=False,
-    )
-    return joined.select(
-        "row",
-        pl.col(f"{prefix}_yes_rate").fill_null(0.5),
-        pl.col(f"{prefix}_brier").fill_null(0.25),
-        pl.col(f"{prefix}_confidence").fill_null(0.0),
-    )
-
-
-def compute_event_features(book: pl.DataFrame, trades: pl.DataFrame, markets: pl.DataFrame,
-                           history: pl.DataFrame) -> pl.DataFrame:
-    """Every feature for a replayed stream (sorted by market, session, sequence)."""
+def stream_core_features(book: pl.DataFrame, trades: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
+    """The replayed stream with its monotone time, trade windows and the orderbook + temporal groups
+    (the compiled core of the feature build)."""
     frame = book.with_row_index("row").with_columns(
         pl.col("timestamp_ms").cum_max().over("market_ticker").alias("event_time_ms"),
         pl.col("market_ticker").rle_id().cast(pl.Int64).alias("market_group"),
-    )
+    ).join(meta, on="market_ticker", how="left", maintain_order="left").with_columns(
+        pl.col("category").fill_null("other"), pl.col("series_ticker").fill_null("unknown"))
     group = frame["market_group"].to_numpy()
     time_ms = frame["event_time_ms"].to_numpy()
-
-    counts = {w: windows.event_window_counts(group, time_ms, w * 1000) for w in (10, 60, 300)}
-    recent_gap, previous_gap = windows.mean_gap_windows(group, time_ms, 10)
-
     market_groups = frame.select("market_ticker", "market_group").unique("market_ticker")
     trades = trades.join(market_groups, on="market_ticker", how="inner").sort("market_group", "ts", "id")
     trade_args = (trades["market_group"].to_numpy(), trades["ts"].to_numpy(), trades["yes_price"].to_numpy(),
@@ -161,47 +162,43 @@ def compute_event_features(book: pl.DataFrame, trades: pl.DataFrame, markets: pl
     flow_1m = windows.trade_windows(group, time_ms, *trade_args, 60_000)
     flow_5m = windows.trade_windows(group, time_ms, *trade_args, 300_000)
     volume_so_far = windows.cumulative_trade_contracts(group, time_ms, trade_args[0], trade_args[1], trade_args[3])
-
-    frame = frame.with_columns(
-        pl.Series("events_10s", counts[10]), pl.Series("events_1m", counts[60]), pl.Series("events_5m", counts[300]),
-        pl.Series("recent_gap_s", recent_gap), pl.Series("previous_gap_s", previous_gap),
+    book_matrix = book_features_kernel(
+        group, time_ms, frame["best_yes_bid_cents"].to_numpy(), frame["best_no_bid_cents"].to_numpy(),
+        frame["yes_depth5"].to_numpy(), frame["no_depth5"].to_numpy(), flow_5m[1] + flow_5m[2],
+        frame["close_ms"].fill_null(NO_CLOSE).to_numpy())
+    return frame.with_columns(
+        *[pl.Series(name, book_matrix[j]) for j, name in enumerate(BOOK_FEATURE_COLUMNS)],
         pl.Series("trades_1m", flow_1m[0]), pl.Series("yes_taker_1m", flow_1m[1]), pl.Series("no_taker_1m", flow_1m[2]),
         pl.Series("trades_5m", flow_5m[0]), pl.Series("yes_taker_5m", flow_5m[1]), pl.Series("no_taker_5m", flow_5m[2]),
         pl.Series("large_5m", flow_5m[3]), pl.Series("notional_5m", flow_5m[4]),
         pl.Series("volume_so_far", volume_so_far),
     )
-    meta = markets.select(
+
+
+def market_meta(markets: pl.DataFrame) -> pl.DataFrame:
+    return markets.select(
         pl.col("ticker").alias("market_ticker"),
         pl.col("category").str.to_lowercase().replace_strict({c: c for c in CATEGORIES}, default="other")
         .fill_null("other").alias("category"),
         pl.col("series_ticker").fill_null("unknown"),
         _epoch_ms("open_ts").alias("open_ms"), _epoch_ms("close_ts").alias("close_ms"),
     )
-    frame = frame.join(meta, on="market_ticker", how="left").with_columns(
-        pl.col("category").fill_null("other"), pl.col("series_ticker").fill_null("unknown"))
-    frame = frame.sort("row")
 
+
+def compute_event_features(book: pl.DataFrame, trades: pl.DataFrame, markets: pl.DataFrame,
+                           history: pl.DataFrame) -> pl.DataFrame:
+    """Every feature for a replayed stream (sorted by market, session, sequence)."""
+    frame = stream_core_features(book, trades, market_meta(markets))
     bid = pl.col("best_yes_bid_cents").cast(pl.Float64)
     no_bid = pl.col("best_no_bid_cents").cast(pl.Float64)
     ask = pl.when(no_bid > 0).then(100.0 - no_bid).otherwise(100.0)
     no_ask = pl.when(bid > 0).then(100.0 - bid).otherwise(100.0)
-    yes_mid = (bid + ask) / 200.0
-    depth_sum = (pl.col("yes_depth5") + pl.col("no_depth5")).cast(pl.Float64)
-    imbalance = pl.when(depth_sum > 0).then((pl.col("yes_depth5") - pl.col("no_depth5")) / depth_sum).otherwise(0.0)
-    gap_s = (pl.col("event_time_ms") - pl.col("event_time_ms").shift(1).over("market_ticker")) / 1000.0
-    hours_to_close = ((pl.col("close_ms") - pl.col("event_time_ms")) / MS_PER_HOUR).clip(lower_bound=0.0)
     contracts_5m = (pl.col("yes_taker_5m") + pl.col("no_taker_5m")).cast(pl.Float64)
     contracts_1m = (pl.col("yes_taker_1m") + pl.col("no_taker_1m")).cast(pl.Float64)
-    when_utc = pl.from_epoch("event_time_ms", time_unit="ms")
-    hour = when_utc.dt.hour().cast(pl.Float64) + when_utc.dt.minute().cast(pl.Float64) / 60.0
-    weekday = (when_utc.dt.weekday() - 1).cast(pl.Float64)
     lifetime = (pl.col("close_ms") - pl.col("open_ms")).cast(pl.Float64)
 
     def ratio(numerator: pl.Expr, denominator: pl.Expr, default: float = 0.0) -> pl.Expr:
         return pl.when(denominator > 0).then(numerator / denominator).otherwise(default)
-
-    def flag(condition: pl.Expr) -> pl.Expr:
-        return condition.fill_null(False).cast(pl.Float64)
 
     frame = frame.with_columns(
         pl.when(pl.col("kind") == KIND_SNAPSHOT).then(pl.lit("snapshot")).otherwise(pl.lit("delta")).alias("event_kind"),
@@ -212,38 +209,6 @@ def compute_event_features(book: pl.DataFrame, trades: pl.DataFrame, markets: pl
         (pl.col("best_no_bid_cents") == 0).alias("no_side_empty"),
         ((bid > 0) & (no_bid > 0) & (bid + no_bid >= 100)).alias("crossed"),
         (pl.col("timestamp_ms") < pl.col("event_time_ms")).alias("timestamp_out_of_order"),
-        # orderbook
-        yes_mid.alias("ob_yes_mid_prob"),
-        ((no_bid + no_ask) / 200.0).alias("ob_no_mid_prob"),
-        ((yes_mid - 0.5).abs() * 2.0).alias("ob_mid_deviation"),
-        ((ask - bid) / 100.0).alias("ob_yes_spread_prob"),
-        ((ask - bid) / ((bid + ask) / 2.0)).alias("ob_yes_relative_spread"),
-        ((no_ask - no_bid) / ((no_bid + no_ask) / 2.0)).alias("ob_no_relative_spread"),
-        imbalance.alias("ob_yes_depth_imbalance"),
-        (-imbalance).alias("ob_no_depth_imbalance"),
-        pl.min_horizontal(yes_mid, 1.0 - yes_mid).alias("ob_distance_from_certainty"),
-        ((bid + no_bid - 100.0) / 100.0).alias("ob_yes_no_inconsistency"),
-        (depth_sum.log1p() / math.log1p(1e6)).clip(upper_bound=1.0).alias("ob_log_depth5"),
-        (contracts_5m.log1p() / math.log1p(1e4)).clip(upper_bound=1.0).alias("ob_traded_volume_norm"),
-        # temporal
-        gap_s.fill_null(0.0).log1p().alias("tm_log_seconds_since_prev"),
-        (pl.col("events_10s") / 10.0).alias("tm_events_10s_rate"),
-        (pl.col("events_1m") / 60.0).alias("tm_events_1m_rate"),
-        (pl.col("events_5m") / 300.0).alias("tm_events_5m_rate"),
-        flag(gap_s < 0.1).alias("tm_burst"),
-        flag(gap_s < 5.0).alias("tm_active"),
-        flag(gap_s.fill_null(float("inf")) > 30.0).alias("tm_quiet"),
-        pl.when((pl.col("recent_gap_s") >= 0) & (pl.col("previous_gap_s") >= 0))
-        .then((pl.col("previous_gap_s").log1p() - pl.col("recent_gap_s").log1p()).tanh()).otherwise(0.0)
-        .alias("tm_activity_acceleration"),
-        hours_to_close.fill_null(0.0).log1p().alias("tm_log_hours_to_close"),
-        flag(hours_to_close <= 1.0).alias("tm_final_hour"),
-        flag(hours_to_close <= 6.0).alias("tm_final_6h"),
-        flag(hours_to_close <= 24.0).alias("tm_final_day"),
-        (2 * math.pi * hour / 24.0).sin().alias("tm_hour_sin"),
-        (2 * math.pi * hour / 24.0).cos().alias("tm_hour_cos"),
-        (2 * math.pi * weekday / 7.0).sin().alias("tm_dow_sin"),
-        (2 * math.pi * weekday / 7.0).cos().alias("tm_dow_cos"),
         # trade flow
         ratio((pl.col("yes_taker_1m") - pl.col("no_taker_1m")).cast(pl.Float64), contracts_1m).alias("tf_net_flow_1m"),
         ratio((pl.col("yes_taker_5m") - pl.col("no_taker_5m")).cast(pl.Float64), contracts_5m).alias("tf_net_flow_5m"),
@@ -259,9 +224,8 @@ def compute_event_features(book: pl.DataFrame, trades: pl.DataFrame, markets: pl
         .otherwise(0.5).fill_null(0.5).alias("md_lifecycle_position"),
         (pl.col("volume_so_far").cast(pl.Float64).log1p() / math.log1p(1e6)).clip(upper_bound=1.0).alias("md_volume_used"),
     )
-    for key, prefix in (("category", "rs_category"), ("series_ticker", "rs_series")):
-        frame = frame.join(_resolution_features(frame, history, key, prefix), on="row", how="left")
-    frame = frame.sort("row")
+    frame = frame.with_columns(*_resolution_columns(frame, history, "category", "rs_category"),
+                               *_resolution_columns(frame, history, "series_ticker", "rs_series"))
     return frame.select(pl.col(c.name).cast(_DTYPES[c.dtype]) for c in EVENT_COLUMNS)
 
 

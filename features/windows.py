@@ -1,10 +1,10 @@
-"""Row-exact trailing windows per market, as compiled two-pointer passes.
+"""Trailing trade windows per market, as compiled two-pointer passes.
 
-Rows are one market's events in stream order (ties in time broken by sequence), with a
-non-decreasing `time_ms`. Window counts at row i include rows <= i only, so an event never sees a
-later event of the same millisecond (Polars `rolling_*_by` and SQL RANGE frames include such peers:
-look-ahead, ../shared/notes/anchors_perf.md section 3.2). Trades are visible from their own `ts` on:
-a trade at time t is included at book events with time >= t.
+Events are one market's rows in stream order with a non-decreasing `time_ms`; trades are visible
+from their own `ts` on: a trade at time t is included at book events with time >= t. (Event-count
+windows live in features/book_features.py; they count rows <= i only, so an event never sees a
+later event of the same millisecond, which Polars `rolling_*_by` and SQL RANGE frames would:
+../shared/notes/anchors_perf.md section 3.2.)
 """
 
 from __future__ import annotations
@@ -13,44 +13,6 @@ import numba
 import numpy as np
 
 LARGE_TRADE_CONTRACTS = 100
-
-
-@numba.njit(cache=True)
-def event_window_counts(group, time_ms, window_ms):
-    """Number of rows of the same group in (time - window, time], rows after i excluded."""
-    n = time_ms.shape[0]
-    counts = np.zeros(n, np.int64)
-    lo = 0
-    for i in range(n):
-        if i == 0 or group[i] != group[i - 1]:
-            lo = i
-        while time_ms[lo] <= time_ms[i] - window_ms:
-            lo += 1
-        counts[i] = i - lo + 1
-    return counts
-
-
-@numba.njit(cache=True)
-def mean_gap_windows(group, time_ms, width):
-    """Mean gap (s) between consecutive events over the last `width` gaps and the `width` before them.
-
-    Returns (recent, previous); a window without any gap in the group gets -1 (caller decides)."""
-    n = time_ms.shape[0]
-    recent = np.full(n, -1.0)
-    previous = np.full(n, -1.0)
-    start = 0
-    for i in range(n):
-        if i == 0 or group[i] != group[i - 1]:
-            start = i
-        gaps_available = i - start
-        if gaps_available >= 1:
-            k = min(width, gaps_available)
-            recent[i] = (time_ms[i] - time_ms[i - k]) / 1000.0 / k
-        if gaps_available >= width + 1:
-            k = min(width, gaps_available - width)
-            j = i - width
-            previous[i] = (time_ms[j] - time_ms[j - k]) / 1000.0 / k
-    return recent, previous
 
 
 @numba.njit(cache=True)
