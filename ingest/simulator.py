@@ -38,7 +38,7 @@ from kfs.config import SourceTables
 DEFAULT_MARKETS = 300
 DEFAULT_DAYS = 7
 DEFAULT_SEED = 7
-DEFAULT_SIGNAL = 0.6
+DEFAULT_SIGNAL = 1.0
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 24 * MS_PER_HOUR
 
@@ -142,7 +142,7 @@ def plan_markets(config: SimulationConfig) -> list[MarketPlan]:
                 index=index, ticker=ticker, event_ticker=event_ticker, series_ticker=series,
                 category=category, title=f"Simulated {category} market {index}",
                 open_ms=open_ms, close_ms=close_ms, z0=float(z0),
-                spread_cents=int(rng.choice([1, 1, 1, 1, 3, 3, 5])),
+                spread_cents=int(rng.choice([1, 1, 1, 1, 1, 3])),
                 rate_per_hour=float(config.events_per_hour * rng.lognormal(0.0, 0.5)),
             )
         )
@@ -207,6 +207,12 @@ def market_ticks(plan: MarketPlan, config: SimulationConfig, session_starts: np.
     return ticks[in_session], session_of_tick[in_session].astype(np.int64), outcome_known_ms
 
 
+def news_probability(ticks: np.ndarray) -> np.ndarray:
+    """Chance that news moves the market at each tick: most often right after a quiet gap."""
+    gaps = np.diff(ticks, prepend=ticks[0] - 60_000) if len(ticks) else ticks
+    return np.where(gaps > 30_000, 0.08, np.where(gaps < 100, 0.002, 0.004))
+
+
 def simulate_one_market(plan: MarketPlan, config: SimulationConfig, session_ids: np.ndarray,
                         session_starts: np.ndarray, session_ends: np.ndarray) -> dict:
     ticks, session_of_tick, outcome_known_ms = market_ticks(plan, config, session_starts, session_ends)
@@ -226,7 +232,7 @@ def simulate_one_market(plan: MarketPlan, config: SimulationConfig, session_ids:
     while True:
         deltas, trades, snapshots, levels, latent, outcome_yes, ok = simulate_market(
             seed, ticks, session_of_tick, session_ids, x0, sigma, outcome_known_ms, plan.spread_cents,
-            config.signal, 0.12, 0.3, capacity,
+            config.signal, 0.12, 0.3, news_probability(ticks), capacity,
         )
         if ok:
             break

@@ -2,10 +2,11 @@
 
 The latent state is a martingale probability f(t) = Phi(X(t) / (sigma * sqrt(T - t))) with X a
 Brownian motion, so the outcome 1{X(T) > 0} is consistent with every price on the way. The visible
-book tracks round(100 f). The planted microstructure effect lives only in the *sizes* of the top
-five levels: before each mid move, informed quote updates tilt the top-5 depth imbalance towards
-the direction of that move, strongly inside bursts and after quiet gaps, weakly otherwise.
-With signal 0 the sizes are independent of the future and the mid is a martingale.
+book follows 100 f (see `_follow`), with occasional news jumps of several cents. The planted
+microstructure effect lives only in the *sizes* of the top five levels: quote updates steer the top-5
+depth imbalance towards the direction of the next mid move, strongly before big moves and inside
+bursts or after quiet gaps, weakly otherwise. With signal 0 the sizes are independent of the future
+and the mid is a martingale.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 ACTION_ADD, ACTION_REMOVE, ACTION_UPDATE = 0, 1, 2
 SIDE_YES, SIDE_NO = 0, 1
 MAX_DEPTH = 15             # levels kept behind the best on each side
-TOP_LEVELS = 5             # informed updates touch the best five price levels
+TOP_LEVELS = 5             # the depth that carries the planted signal
 BURST_GAP_MS = 100         # a gap below this is inside a burst
 QUIET_GAP_MS = 30_000      # a gap above this ends a quiet period
 DELTA_FIELDS = 8           # session, ts, seq, side, action, price, old, new
@@ -29,6 +30,41 @@ SNAPSHOT_FIELDS = 5        # session, ts, seq, first level row, level count
 @numba.njit(cache=True)
 def _phi(x):
     return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+@numba.njit(cache=True)
+def _phi_inverse(p):
+    """Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9)."""
+    a = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02,
+         -3.066479806614716e+01, 2.506628277459239e+00)
+    b = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01,
+         -1.328068155288572e+01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00,
+         4.374664141464968e+00, 2.938163982698783e+00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00)
+    if p < 0.02425:
+        q = math.sqrt(-2.0 * math.log(p))
+        return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
+            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0)
+    if p > 1.0 - 0.02425:
+        q = math.sqrt(-2.0 * math.log(1.0 - p))
+        return -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
+            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0)
+    q = p - 0.5
+    r = q * q
+    return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / \
+        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0)
+
+
+@numba.njit(cache=True)
+def _news_jump(f):
+    """A martingale jump of the probability: up by u with odds d/(u+d), down by d otherwise."""
+    size = np.random.uniform(0.06, 0.15)
+    up = min(size, 0.985 - f)
+    down = min(size, f - 0.015)
+    if up <= 0.0 or down <= 0.0:
+        return f
+    return f + up if np.random.random() < down / (up + down) else f - down
 
 
 @numba.njit(cache=True)
@@ -51,6 +87,20 @@ def _best_yes_ask(no):
         if no[p] > 0:
             return 100 - p
     return 100
+
+
+@numba.njit(cache=True)
+def _top_depth(book, best):
+    """Contracts on the best five non-empty levels at or below `best`."""
+    total = 0
+    seen = 0
+    p = best
+    while p >= 1 and seen < TOP_LEVELS:
+        if book[p] > 0:
+            total += book[p]
+            seen += 1
+        p -= 1
+    return total
 
 
 @numba.njit(cache=True)
@@ -109,7 +159,7 @@ def _set_level(deltas, n, book, side, price, new_size, session, ts, seq):
 @numba.njit(cache=True)
 def simulate_market(
     seed, tick_ms, session_of_tick, session_ids, x0, sigma, outcome_known_ms, spread, signal, trade_prob,
-    sweep_prob, delta_capacity,
+    sweep_prob, news_prob, delta_capacity,
 ):
     """Walk one market's ticks; return (deltas, trades, snapshots, levels, latent_prob, outcome_yes, ok).
 
@@ -139,7 +189,8 @@ def simulate_market(
     target_bid = np.empty(n_ticks, dtype=np.int64)
     target_ask = np.empty(n_ticks, dtype=np.int64)
     t_prev = tick_ms[0]
-    half_width = (spread - 1) // 2
+    base_half_width = (spread - 1) // 2
+    half_width = base_half_width
     center = -1
     for i in range(n_ticks):
         dt_s = max(tick_ms[i] - t_prev, 0) / 1000.0
@@ -150,27 +201,37 @@ def simulate_market(
         else:
             tau_s = max((outcome_known_ms - tick_ms[i]) / 1000.0, 1.0)
             f = _phi(x / (sigma * math.sqrt(tau_s)))
+            if np.random.random() < news_prob[i]:
+                # News: the probability jumps several cents (a martingale jump); the latent is re-based
+                # so that the outcome stays consistent with the new price.
+                jumped = _news_jump(f)
+                if jumped != f:
+                    f = jumped
+                    x = _phi_inverse(f) * sigma * math.sqrt(tau_s)
         mids[i] = f
         if center < 0:
             center = int(math.floor(100.0 * f - 0.5 + 0.5))
         center = _follow(center, 100.0 * f)
-        if np.random.random() < 0.005:
-            # Spreads stay odd (1, 3, 5 cents) and symmetric about the mid, so a spread change never moves it.
-            half_width = max(0, min(2, half_width + np.random.randint(-1, 2)))
+        if np.random.random() < 0.002:
+            # Spreads stay odd (1, 3, 5 cents) and symmetric about the mid, so a spread change never moves
+            # it; they widen for a while and return to the market's usual width.
+            half_width = base_half_width + 1 if half_width == base_half_width else base_half_width
         target_bid[i], target_ask[i] = _quotes_around(center, half_width)
     outcome_yes = x > 0
 
-    # Direction of the next mid move after each tick (0 if none follows).
+    # Direction and size (cents) of the next mid move after each tick (0 if none follows).
     next_direction = np.zeros(n_ticks, dtype=np.int64)
+    next_size = np.zeros(n_ticks, dtype=np.float64)
     upcoming = 0
+    upcoming_size = 0.0
     for i in range(n_ticks - 1, -1, -1):
         next_direction[i] = upcoming
+        next_size[i] = upcoming_size
         if i > 0:
             move = (target_bid[i] + target_ask[i]) - (target_bid[i - 1] + target_ask[i - 1])
-            if move > 0:
-                upcoming = 1
-            elif move < 0:
-                upcoming = -1
+            if move != 0:
+                upcoming = 1 if move > 0 else -1
+                upcoming_size = abs(move) / 2.0
 
     for i in range(n_ticks):
         if n_d > delta_capacity - 80 or n_t > trades.shape[0] - 40:
@@ -306,18 +367,23 @@ def simulate_market(
                 last_ts = ts
                 continue
 
-        # Quote update. Informed updates tilt top-5 depth towards the next move.
-        context = 1.0 if (gap_ms < BURST_GAP_MS or gap_ms > QUIET_GAP_MS) else 0.25
-        informed = next_direction[i] != 0 and np.random.random() < min(1.0, signal * context)
-        if informed:
-            # Up move: grow YES depth or shrink NO depth; down move: the mirror image.
+        # Quote update. Most updates steer the top-5 depth imbalance towards a target: noise, plus
+        # with signal > 0 the direction of the next mid move, strongest before big moves (news) and
+        # inside bursts or after quiet gaps. The rest reshuffle the deeper book at random.
+        if np.random.random() < 0.6:
+            context = 1.0 if (gap_ms < BURST_GAP_MS or gap_ms > QUIET_GAP_MS) else 0.3
+            size_weight = min(next_size[i], 6.0) / 2.0
+            target = math.tanh(signal * context * size_weight) * next_direction[i] + 0.35 * np.random.normal()
+            yes_depth = _top_depth(yes, b)
+            no_depth = _top_depth(no, 100 - a)
+            imbalance = (yes_depth - no_depth) / max(yes_depth + no_depth, 1)
             grow = np.random.random() < 0.5
-            favoured = SIDE_YES if next_direction[i] > 0 else SIDE_NO
+            favoured = SIDE_YES if imbalance < target else SIDE_NO
             side = favoured if grow else 1 - favoured
             depth = np.random.randint(0, TOP_LEVELS)
         else:
             side = SIDE_YES if np.random.random() < 0.5 else SIDE_NO
-            depth = min(int(np.random.exponential(3.0)), MAX_DEPTH - 1)
+            depth = min(TOP_LEVELS + int(np.random.exponential(3.0)), MAX_DEPTH - 1)
             grow = np.random.random() < 0.5
         book = yes if side == SIDE_YES else no
         best = b if side == SIDE_YES else 100 - a

@@ -73,6 +73,7 @@ def feature_summary(lake: Lake) -> Table:
 
 
 def run_demo(console: Console) -> int:
+    from ingest.simulator import DEFAULT_DAYS, DEFAULT_MARKETS, DEFAULT_SEED, DEFAULT_SIGNAL
     from kfs.cli import materialize_range, run_simulation, source_market_count
 
     started = time.perf_counter()
@@ -85,7 +86,7 @@ def run_demo(console: Console) -> int:
     if present:
         console.print(f"[bold]2/3[/] simulation skipped: the source already holds {present} markets")
     else:
-        config, sim = run_simulation(300, 7, 7, 0.6, None, replace=False)
+        config, sim = run_simulation(DEFAULT_MARKETS, DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_SIGNAL, None, replace=False)
         console.print(f"[bold]2/3[/] simulated {sim.markets} markets, {sim.book_events:,} book events, "
                       f"{sim.trades:,} trades from {config.start}")
     days = source_day_range(dsn, tables)
