@@ -59,12 +59,14 @@ def replay_kernel(group_id, kind, sequence, side, price, new_size, level_offset,
                   level_side, level_price, level_size):
     """Arrays of one sorted event stream in; per-event book state out.
 
-    Returns best_yes_bid, best_no_bid (0 = side empty), yes_depth5, no_depth5, book_valid,
-    sequence_gap (this event found a gap), delta_before_snapshot.
+    Returns best_yes_bid, best_no_bid (0 = side empty), contracts at each of those two levels,
+    yes_depth5, no_depth5, book_valid, sequence_gap (this event found a gap), delta_before_snapshot.
     """
     n = kind.shape[0]
     best_yes_bid = np.zeros(n, np.int16)
     best_no_bid = np.zeros(n, np.int16)
+    best_yes_size = np.zeros(n, np.int64)
+    best_no_size = np.zeros(n, np.int64)
     yes_depth5 = np.zeros(n, np.int64)
     no_depth5 = np.zeros(n, np.int64)
     book_valid = np.zeros(n, np.bool_)
@@ -124,10 +126,13 @@ def replay_kernel(group_id, kind, sequence, side, price, new_size, level_offset,
         last_seq = sequence[i]
         best_yes_bid[i] = best_yes
         best_no_bid[i] = best_no
+        best_yes_size[i] = yes[best_yes] if best_yes > 0 else 0
+        best_no_size[i] = no[best_no] if best_no > 0 else 0
         yes_depth5[i] = _top_depth(yes, best_yes) if best_yes > 0 else 0
         no_depth5[i] = _top_depth(no, best_no) if best_no > 0 else 0
         book_valid[i] = valid
-    return best_yes_bid, best_no_bid, yes_depth5, no_depth5, book_valid, sequence_gap, before_snapshot
+    return (best_yes_bid, best_no_bid, best_yes_size, best_no_size, yes_depth5, no_depth5, book_valid, sequence_gap,
+            before_snapshot)
 
 
 def merge_book_events(snapshots: pl.DataFrame, deltas: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -180,8 +185,8 @@ def replay(events: pl.DataFrame, levels: pl.DataFrame) -> tuple[pl.DataFrame, Re
         events["level_offset"].to_numpy(), events["level_count"].to_numpy(),
         levels["side"].to_numpy(), levels["price"].to_numpy(), levels["size"].to_numpy(),
     )
-    names = ("best_yes_bid_cents", "best_no_bid_cents", "yes_depth5", "no_depth5", "book_valid",
-             "sequence_gap", "delta_before_snapshot")
+    names = ("best_yes_bid_cents", "best_no_bid_cents", "best_yes_bid_size", "best_no_bid_size", "yes_depth5",
+             "no_depth5", "book_valid", "sequence_gap", "delta_before_snapshot")
     book = events.with_columns(pl.Series(name, values) for name, values in zip(names, outputs))
     crossed = book.filter(
         (pl.col("best_yes_bid_cents") > 0) & (pl.col("best_no_bid_cents") > 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EVENTS_SCHEMA_VERSION = "1.0.0"
+EVENTS_SCHEMA_VERSION = "1.1.0"
 CATEGORIES = ("sports", "politics", "economics", "climate", "crypto", "other")
 
 
@@ -38,6 +38,10 @@ _BOOK = [
     Column("best_yes_ask_cents", "i16", "book", "100 - best NO bid; 100 when the NO side is empty.", 1, 100),
     Column("best_no_bid_cents", "i16", "book", "Best NO bid; 0 when the NO side is empty.", 0, 99),
     Column("best_no_ask_cents", "i16", "book", "100 - best YES bid; 100 when the YES side is empty.", 1, 100),
+    Column("best_yes_bid_size", "i64", "book", "Contracts at the best YES bid (what a YES seller can hit); 0 if empty.",
+           0, None),
+    Column("best_no_bid_size", "i64", "book",
+           "Contracts at the best NO bid = at the best YES ask (what a YES buyer can lift); 0 if empty.", 0, None),
     Column("yes_depth5", "i64", "book", "Contracts on the best five non-empty YES bid levels.", 0, None),
     Column("no_depth5", "i64", "book", "Contracts on the best five non-empty NO bid levels (= YES ask depth).", 0, None),
     Column("book_valid", "bool", "book",

@@ -373,7 +373,7 @@ def simulate_market(
         if np.random.random() < 0.6:
             context = 1.0 if (gap_ms < BURST_GAP_MS or gap_ms > QUIET_GAP_MS) else 0.3
             size_weight = min(next_size[i], 6.0) / 2.0
-            target = math.tanh(signal * context * size_weight) * next_direction[i] + 0.35 * np.random.normal()
+            target = math.tanh(signal * context * size_weight) * next_direction[i] + 0.25 * np.random.normal()
             yes_depth = _top_depth(yes, b)
             no_depth = _top_depth(no, 100 - a)
             imbalance = (yes_depth - no_depth) / max(yes_depth + no_depth, 1)

@@ -214,6 +214,51 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
     return results
 
 
+def run_training_job(quiet: bool = False):
+    """Train, validate and publish through Dagster (training_job), in-process."""
+    _ensure_dagster_home()
+    import dagster as dg
+
+    from orchestration.definitions import defs
+
+    with console.status("training, validating and publishing the policy (budget KFS_TRAIN_SECONDS)", spinner="dots"):
+        return defs.resolve_job_def("training_job").execute_in_process(
+            instance=dg.DagsterInstance.get(), run_config=_QUIET_RUN)
+
+
+def print_policy_summary(target: Console) -> None:
+    import json
+
+    from kfs.lake import Lake
+    from training.pipeline import candidate_dir
+    from training.publish import PRODUCTION, models_root, read_registry
+
+    lake = Lake()
+    validation = json.loads((candidate_dir(lake) / "validation.json").read_text())
+    table = Table(title="validation markets: per-market P&L ($, net of spread and fees)")
+    for column in ("strategy", "markets", "mean $", "95% CI", "% profitable", "Sharpe", "consistency", "orders"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for row in validation["table"]:
+        table.add_row(row["strategy"], str(row["markets"]), f"{row['mean_return_dollars']:+.2f}",
+                      f"[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]", f"{row['pct_profitable']:.0f}%",
+                      f"{row['mean_sharpe']:+.2f}", f"{row['mean_consistency']:.2f}", str(row["orders"]))
+    target.print(table)
+    registry = read_registry(lake)
+    latest = registry["versions"][-1]
+    production = registry["aliases"].get(PRODUCTION)
+    target.print(f"published {latest['version']} -> {models_root(lake) / latest['version'] / 'policy_int8.pt'}")
+    target.print(f"alias production -> {production or 'none yet'}; this version {'promoted' if latest['promoted'] else 'not promoted'}: "
+                 + "; ".join(latest["reasons"]))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.seconds is not None:
+        os.environ["KFS_TRAIN_SECONDS"] = str(args.seconds)
+    result = run_training_job()
+    print_policy_summary(console)
+    return 0 if result.success else 1
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     start = _parse_day(args.start, "--start")
     end = _parse_day(args.end, "--end") if args.end else start
@@ -283,7 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--only", choices=["ingest", "features"], help="one stage only (default: both)")
     mat.set_defaults(func=cmd_materialize)
 
-    demo = sub.add_parser("demo", help="the main job on the embedded default: simulate, ingest, summarise")
+    train_cmd = sub.add_parser("train", help="train, validate and publish the policy on the feature store")
+    train_cmd.add_argument("--seconds", type=float, help="training budget in seconds (default KFS_TRAIN_SECONDS or 240)")
+    train_cmd.set_defaults(func=cmd_train)
+
+    demo = sub.add_parser("demo", help="the main job on the embedded default: simulate, ingest, features, train, publish")
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="run the benchmarks, write bench/results/*.json")

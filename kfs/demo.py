@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import date, datetime, timezone
 
@@ -15,6 +16,9 @@ from ingest.schema import create_source_tables
 from ingest.streams import PARTITIONED_STREAMS
 from kfs.config import SourceTables
 from kfs.lake import Lake
+
+
+DEMO_TRAIN_SECONDS = 120  # keeps `make demo` within about five minutes on two cores
 
 
 def source_day_range(dsn: str, tables: SourceTables) -> tuple[date, date] | None:
@@ -74,26 +78,26 @@ def feature_summary(lake: Lake) -> Table:
 
 def run_demo(console: Console) -> int:
     from ingest.simulator import DEFAULT_DAYS, DEFAULT_MARKETS, DEFAULT_SEED, DEFAULT_SIGNAL
-    from kfs.cli import materialize_range, run_simulation, source_market_count
+    from kfs.cli import materialize_range, print_policy_summary, run_simulation, run_training_job, source_market_count
 
     started = time.perf_counter()
     dsn = resolve_dsn()
     tables = SourceTables.from_env()
-    console.print(f"[bold]1/3[/] PostgreSQL at {describe_dsn(dsn)}")
+    console.print(f"[bold]1/4[/] PostgreSQL at {describe_dsn(dsn)}")
     with connection(dsn) as conn:
         create_source_tables(conn, tables)
         present = source_market_count(conn, tables)
     if present:
-        console.print(f"[bold]2/3[/] simulation skipped: the source already holds {present} markets")
+        console.print(f"[bold]2/4[/] simulation skipped: the source already holds {present} markets")
     else:
         config, sim = run_simulation(DEFAULT_MARKETS, DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_SIGNAL, None, replace=False)
-        console.print(f"[bold]2/3[/] simulated {sim.markets} markets, {sim.book_events:,} book events, "
+        console.print(f"[bold]2/4[/] simulated {sim.markets} markets, {sim.book_events:,} book events, "
                       f"{sim.trades:,} trades from {config.start}")
     days = source_day_range(dsn, tables)
     if days is None:
         console.print("nothing to ingest: the source tables are empty")
         return 1
-    console.print(f"[bold]3/3[/] ingesting {days[0]} .. {days[1]} and building the feature store through Dagster")
+    console.print(f"[bold]3/4[/] ingesting {days[0]} .. {days[1]} and building the feature store through Dagster")
     results = materialize_range(days[0], days[1])
     failed = [c for r in results for c in r.get_asset_check_evaluations() if not c.passed]
 
@@ -107,6 +111,11 @@ def run_demo(console: Console) -> int:
     table.add_row("[bold]book events[/]", f"{book_events:,}", "", "", "")
     console.print(table)
     console.print(feature_summary(Lake()))
+    os.environ.setdefault("KFS_TRAIN_SECONDS", str(DEMO_TRAIN_SECONDS))
+    console.print(f"[bold]4/4[/] training ({os.environ['KFS_TRAIN_SECONDS']} s budget), validating and publishing the policy")
+    trained = run_training_job()
+    print_policy_summary(console)
+    failed += [c for c in trained.get_asset_check_evaluations() if not c.passed]
     console.print(f"markets {summary['markets']['rows']}, trades {summary['trades']['rows']:,}, "
                   f"partitions {summary['deltas']['partitions']}, failed checks {len(failed)}, "
                   f"lake {Lake().root}, {time.perf_counter() - started:.0f} s")

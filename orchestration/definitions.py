@@ -9,6 +9,7 @@ import dagster as dg
 from orchestration.assets.dbt import dbt_core_models, dbt_daily_trade_flow, dbt_resource, dbt_split_marts
 from orchestration.assets.features import features_events, split_registry
 from orchestration.assets.ingest import raw_markets, raw_partitioned_assets
+from orchestration.assets.training import policy_validation, published_policy, trained_policy
 from orchestration.resources import resources_for
 
 ingest_job = dg.define_asset_job(
@@ -30,9 +31,15 @@ feature_store_job = dg.define_asset_job(
     description="Per-event features for a range of days, then the dbt models, categories and the split.",
 )
 
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.assets(trained_policy, policy_validation, published_policy),
+    description="Train the policy on training markets, validate it against baselines, publish it through the gate.",
+)
+
 defs = dg.Definitions(
     assets=[*raw_partitioned_assets, raw_markets, features_events, dbt_daily_trade_flow, dbt_core_models,
-            split_registry, dbt_split_marts],
-    jobs=[ingest_job, markets_job, feature_store_job],
+            split_registry, dbt_split_marts, trained_policy, policy_validation, published_policy],
+    jobs=[ingest_job, markets_job, feature_store_job, training_job],
     resources={**resources_for(os.environ.get("KFS_ENV", "local")), "dbt": dbt_resource()},
 )

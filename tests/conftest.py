@@ -101,3 +101,35 @@ def small_lake(small_universe, tmp_path_factory):
             ingest_partition(small_universe["dsn"], stream, config.start + timedelta(days=i), lake, small_universe["tables"])
     ingest_markets(small_universe["dsn"], lake, small_universe["tables"])
     return lake
+
+
+@pytest.fixture(scope="session")
+def built_store(small_lake, tmp_path_factory):
+    """feature_store_job over the small universe's days, in an isolated lake copy and warehouse."""
+    import os
+    import shutil
+    from datetime import timedelta
+
+    import dagster as dg
+
+    from kfs.lake import Lake
+
+    root = tmp_path_factory.mktemp("store")
+    shutil.copytree(small_lake.root, root / "lake")
+    saved = {k: os.environ.get(k) for k in ("KFS_LAKE", "KFS_WAREHOUSE")}
+    os.environ["KFS_LAKE"] = str(root / "lake")
+    os.environ["KFS_WAREHOUSE"] = str(root / "warehouse.duckdb")
+    try:
+        from orchestration.definitions import defs
+
+        result = defs.resolve_job_def("feature_store_job").execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(),
+            tags={"dagster/asset_partition_range_start": SMALL_CONFIG.start.isoformat(),
+                  "dagster/asset_partition_range_end": (SMALL_CONFIG.start + timedelta(days=SMALL_CONFIG.days - 1)).isoformat()})
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return result, Lake(root / "lake"), root / "warehouse.duckdb"

@@ -18,33 +18,6 @@ from tests.conftest import REPO, SMALL_CONFIG
 FIRST, LAST = SMALL_CONFIG.start, SMALL_CONFIG.start + timedelta(days=SMALL_CONFIG.days - 1)
 
 
-@pytest.fixture(scope="module")
-def built_store(small_lake, tmp_path_factory):
-    """feature_store_job over the small universe's days, in an isolated lake copy and warehouse."""
-    import os
-    import shutil
-
-    root = tmp_path_factory.mktemp("store")
-    shutil.copytree(small_lake.root, root / "lake")
-    saved = {k: os.environ.get(k) for k in ("KFS_LAKE", "KFS_WAREHOUSE")}
-    os.environ["KFS_LAKE"] = str(root / "lake")
-    os.environ["KFS_WAREHOUSE"] = str(root / "warehouse.duckdb")
-    try:
-        from orchestration.definitions import defs
-
-        result = defs.resolve_job_def("feature_store_job").execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(),
-            tags={"dagster/asset_partition_range_start": FIRST.isoformat(),
-                  "dagster/asset_partition_range_end": LAST.isoformat()})
-        yield result, Lake(root / "lake"), root / "warehouse.duckdb"
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def test_feature_store_job_succeeds_with_every_check_passing(built_store):
     result, lake, _ = built_store
     assert result.success

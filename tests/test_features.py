@@ -49,6 +49,7 @@ def _reference_inputs(lake: Lake, ticker: str, features: pl.DataFrame):
             no_best = 100 - state.best_yes_ask if state.best_yes_ask is not None else 0
             book_events.append({"timestamp_ms": event["timestamp_ms"], "id": event["id"], "valid": state.valid,
                                 "best_yes_bid": state.best_yes_bid or 0, "best_no_bid": no_best,
+                                "best_yes_size": state.best_yes_size, "best_no_size": state.best_no_size,
                                 "yes_depth5": state.yes_depth5, "no_depth5": state.no_depth5})
     trades = pl.read_parquet(lake.raw_stream_dir("trades") / "*" / "*.parquet").filter(pl.col("market_ticker") == ticker)
     markets = load_markets(lake)
@@ -67,10 +68,10 @@ def test_book_columns_match_the_reference_replay_on_every_event(small_lake, smal
         book_events, _, _, _ = _reference_inputs(small_lake, ticker, features)
         produced = features.filter(pl.col("market_ticker") == ticker)
         ids = set(produced["event_id"].to_list())
-        expected = [(e["id"], e["best_yes_bid"], e["best_no_bid"], e["yes_depth5"], e["no_depth5"], e["valid"])
-                    for e in book_events if e["id"] in ids]
-        got = list(produced.select("event_id", "best_yes_bid_cents", "best_no_bid_cents", "yes_depth5", "no_depth5",
-                                   "book_valid").iter_rows())
+        expected = [(e["id"], e["best_yes_bid"], e["best_no_bid"], e["best_yes_size"], e["best_no_size"],
+                     e["yes_depth5"], e["no_depth5"], e["valid"]) for e in book_events if e["id"] in ids]
+        got = list(produced.select("event_id", "best_yes_bid_cents", "best_no_bid_cents", "best_yes_bid_size",
+                                   "best_no_bid_size", "yes_depth5", "no_depth5", "book_valid").iter_rows())
         assert got == expected, ticker
 
 

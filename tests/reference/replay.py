@@ -17,6 +17,8 @@ class BookState:
     valid: bool
     yes_depth5: int = 0
     no_depth5: int = 0
+    best_yes_size: int = 0
+    best_no_size: int = 0
 
 
 def replay_events(events: list[dict]) -> list[BookState]:
@@ -46,5 +48,6 @@ def replay_events(events: list[dict]) -> list[BookState]:
         best_ask = 100 - max(no) if no else None
         yes_depth5 = sum(size for _, size in sorted(yes.items(), reverse=True)[:5])
         no_depth5 = sum(size for _, size in sorted(no.items(), reverse=True)[:5])
-        states.append(BookState(best_bid, best_ask, valid, yes_depth5, no_depth5))
+        states.append(BookState(best_bid, best_ask, valid, yes_depth5, no_depth5,
+                                yes.get(best_bid, 0) if yes else 0, no[max(no)] if no else 0))
     return states

@@ -1,0 +1,71 @@
+"""Training, validation and publishing assets: thin wrappers around training.pipeline."""
+
+import json
+
+import dagster as dg
+
+from training.pipeline import candidate_dir, config_from_env, run_publish, run_training, run_validation
+from orchestration.resources import LakeResource
+
+TRAINING_GROUP = "policy"
+AGREEMENT_CHECK = "int8_matches_fp32_actions"
+MIN_AGREEMENT = 0.99
+
+
+@dg.asset(group_name=TRAINING_GROUP, deps=["markets", "split_registry", "features_events"], kinds={"pytorch"},
+          description="PPO on event-time episodes of training markets (curriculum 1-2 stable -> 3 -> 5 markets); "
+                      "budget from KFS_TRAIN_SECONDS / KFS_TRAIN_STEPS. Writes models/candidates/latest/.")
+def trained_policy(context: dg.AssetExecutionContext, lake: LakeResource):
+    def log_progress(iteration, total, curve):
+        if iteration % 10 == 0 or iteration == total:
+            context.log.info(f"PPO {iteration}/{total}: episode P&L {curve['episode_pnl_cents']:.0f} c, "
+                             f"{curve['steps_per_second']:.0f} steps/s")
+
+    summary = run_training(lake.lake(), config_from_env(), progress=log_progress)
+    return dg.MaterializeResult(metadata={
+        "steps": summary["steps"], "seconds": round(summary["seconds"], 1),
+        "steps_per_second": round(summary["steps_per_second"]), "episodes": summary["episodes"],
+        "train_markets": summary["train_markets"],
+        "final_episode_pnl_cents": summary["final"].get("episode_pnl_cents"),
+        "learning_curves": dg.MetadataValue.path(summary["learning_curves"]),
+    })
+
+
+@dg.asset(group_name=TRAINING_GROUP, deps=[trained_policy], kinds={"pytorch"},
+          description="The candidate against always-hold, random, a top-5 imbalance rule and buy-and-hold YES on "
+                      "validation markets, with bootstrap intervals by market; markdown report with plots.")
+def policy_validation(context: dg.AssetExecutionContext, lake: LakeResource):
+    result = run_validation(lake.lake(), "validation")
+    with open(result["report"]) as handle:
+        report = handle.read()
+    policy_row = next(r for r in result["table"] if r["strategy"] == "policy")
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.md(report),
+        "report_path": dg.MetadataValue.path(result["report"]),
+        "policy_mean_return_dollars": policy_row["mean_return_dollars"],
+        "policy_ci_low": policy_row["ci_low"],
+        **{f"plot_{i}": dg.MetadataValue.path(p) for i, p in enumerate(result["plots"])},
+    })
+
+
+@dg.asset(group_name=TRAINING_GROUP, deps=[policy_validation], kinds={"pytorch"},
+          check_specs=[dg.AssetCheckSpec(AGREEMENT_CHECK, asset="published_policy",
+                                         description=f"int8 and fp32 pick the same action on >= {MIN_AGREEMENT:.0%} "
+                                                     "of validation observations")],
+          description="TorchScript dynamic-int8 artifact, manifest and registry entry under models/<version>/; the "
+                      "production alias moves only through the promotion gate.")
+def published_policy(context: dg.AssetExecutionContext, lake: LakeResource):
+    manifest = run_publish(lake.lake())
+    agreement = manifest["int8_fp32_action_agreement"]
+    return dg.MaterializeResult(
+        metadata={"version": manifest["version"], "promoted": manifest["promotion"]["promoted"],
+                  "promotion_reasons": dg.MetadataValue.json(manifest["promotion"]["reasons"]),
+                  "int8_p50_us": manifest["latency_us"]["int8"]["p50_us"],
+                  "int8_p99_us": manifest["latency_us"]["int8"]["p99_us"],
+                  "fp32_p99_us": manifest["latency_us"]["fp32"]["p99_us"],
+                  "agreement": agreement,
+                  "manifest": dg.MetadataValue.json({k: manifest[k] for k in ("version", "feature_schema_hash",
+                                                                              "training_partitions", "promotion")})},
+        check_results=[dg.AssetCheckResult(check_name=AGREEMENT_CHECK, passed=agreement >= MIN_AGREEMENT,
+                                           metadata={"agreement": agreement})],
+    )

@@ -1,0 +1,185 @@
+"""The batched market simulator: many event-time episodes stepped together in PyTorch.
+
+State per environment: step, cash and YES/NO contracts per slot. Each step every live slot takes one
+of HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO for a fixed lot of contracts. Orders fill against the
+replayed book at that moment: up to the best level's size at the best price, the rest one cent worse
+(only the best level's size is in the feature store). Every order pays Kalshi's taker fee,
+ceil(0.07 x C x P x (1 - P)) in cents for C contracts at price P. Only the slot whose market produced
+the step's event can act (see `actable`). Positions are capped, valued at what they could be sold for (best bid; the NO side at 100 - best YES ask), and pay 100 or 0 when their
+market settles inside the episode. The reward is the change of that value in dollars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from training.episodes import MAX_SLOTS, Episode
+from training.market_data import MarketData
+
+HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO = range(5)
+ACTIONS = ("HOLD", "BUY_YES", "SELL_YES", "BUY_NO", "SELL_NO")
+POSITION_FEATURES = 3  # YES contracts / limit, NO contracts / limit, this slot's event is the current one
+
+
+@dataclass(frozen=True)
+class TradingRules:
+    contracts: int = 10       # lot size of every order
+    position_limit: int = 50  # contracts per side per market
+
+
+def taker_fee_cents(contracts: torch.Tensor, price_cents: torch.Tensor) -> torch.Tensor:
+    """Kalshi taker fee for an order: ceil(0.07 x C x P x (1 - P)) dollars, in cents, P in dollars."""
+    exact = 7 * contracts * price_cents * (100 - price_cents)  # = 0.07 C P (1-P) in cents, times 10_000
+    return torch.div(exact + 9_999, 10_000, rounding_mode="floor") * (contracts > 0)
+
+
+def _walk_cost(contracts, best_price, best_size, worse_price):
+    """Cents paid (or received) for `contracts` at the best level and the rest one cent worse."""
+    at_best = torch.minimum(contracts, best_size)
+    return at_best * best_price + (contracts - at_best) * worse_price
+
+
+class BatchedMarketEnv:
+    """`n_envs` episodes from `make_episode`, stepped in lockstep; finished ones restart with a new episode."""
+
+    def __init__(self, data: MarketData, make_episode: Callable[[int], Episode], n_envs: int,
+                 rules: TradingRules = TradingRules(), max_steps: int = 2000, auto_reset: bool = True):
+        self.data = data
+        self.make_episode = make_episode
+        self.rules = rules
+        self.n_envs = n_envs
+        self.auto_reset = auto_reset
+        n_features = len(data.feature_names)
+        self.features = torch.zeros((n_envs, max_steps, MAX_SLOTS, n_features), dtype=torch.float32)
+        self.bid = torch.zeros((n_envs, max_steps, MAX_SLOTS), dtype=torch.int64)
+        self.ask = torch.full((n_envs, max_steps, MAX_SLOTS), 100, dtype=torch.int64)
+        self.bid_size = torch.zeros((n_envs, max_steps, MAX_SLOTS), dtype=torch.int64)
+        self.ask_size = torch.zeros((n_envs, max_steps, MAX_SLOTS), dtype=torch.int64)
+        self.live = torch.zeros((n_envs, max_steps, MAX_SLOTS), dtype=torch.bool)
+        self.event_slot = torch.zeros((n_envs, max_steps), dtype=torch.int64)
+        self.settle_step = torch.full((n_envs, MAX_SLOTS), -1, dtype=torch.int64)
+        self.outcome = torch.zeros((n_envs, MAX_SLOTS), dtype=torch.int64)
+        self.length = torch.ones(n_envs, dtype=torch.int64)
+        self.t = torch.zeros(n_envs, dtype=torch.int64)
+        self.cash = torch.zeros(n_envs, dtype=torch.int64)
+        self.yes = torch.zeros((n_envs, MAX_SLOTS), dtype=torch.int64)
+        self.no = torch.zeros((n_envs, MAX_SLOTS), dtype=torch.int64)
+        self.episode_pnl = torch.zeros(n_envs, dtype=torch.int64)
+        self.episodes: list[Episode | None] = [None] * n_envs
+        self.episode_counter = 0
+        self._rows = torch.arange(n_envs)
+        for env in range(n_envs):
+            self._load(env)
+
+    # -- episodes --------------------------------------------------------------------------------
+    def _load(self, env: int) -> None:
+        episode = self.make_episode(self.episode_counter)
+        self.episode_counter += 1
+        steps = min(episode.steps, self.features.shape[1])
+        index = episode.index[:steps]
+        self.features[env].zero_()
+        self.live[env].zero_()
+        self.bid[env].zero_()
+        self.ask[env].fill_(100)
+        self.bid_size[env].zero_()
+        self.ask_size[env].zero_()
+        for slot, ticker in enumerate(episode.tickers):
+            market = self.data.markets[ticker]
+            rows = index[:, slot]
+            seen = rows >= 0
+            safe = np.where(seen, rows, 0)
+            settle = episode.settle_step[slot]
+            live = seen & ((np.arange(steps) <= settle) if settle >= 0 else True)
+            self.features[env, :steps, slot] = torch.from_numpy(market.features[safe] * seen[:, None])
+            self.bid[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid[safe], 0).astype(np.int64))
+            self.ask[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask[safe], 100).astype(np.int64))
+            self.bid_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid_size[safe], 0))
+            self.ask_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask_size[safe], 0))
+            self.live[env, :steps, slot] = torch.from_numpy(live)
+        self.event_slot[env, :steps] = torch.from_numpy(episode.event_slot[:steps])
+        self.settle_step[env].fill_(-1)
+        self.outcome[env].zero_()
+        n = len(episode.tickers)
+        self.settle_step[env, :n] = torch.from_numpy(episode.settle_step)
+        self.outcome[env, :n] = torch.from_numpy(episode.outcome_yes.astype(np.int64))
+        self.length[env] = steps
+        self.t[env] = 0
+        self.cash[env] = 0
+        self.yes[env].zero_()
+        self.no[env].zero_()
+        self.episodes[env] = episode
+
+    # -- observation -----------------------------------------------------------------------------
+    def observe(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(observation [B, S, F + 3], live mask [B, S]) at the current step."""
+        t = self.t
+        features = self.features[self._rows, t]
+        limit = float(self.rules.position_limit)
+        current = torch.nn.functional.one_hot(self.event_slot[self._rows, t], MAX_SLOTS).to(torch.float32)
+        position = torch.stack([self.yes / limit, self.no / limit, current], dim=-1)
+        return torch.cat([features, position], dim=-1), self.live[self._rows, t]
+
+    def actable(self) -> torch.Tensor:
+        """[B, S]: the live slot whose market produced this step's event. Decisions are event-driven: a
+        slot acts when its own book changes, and sees the other slots' latest state through attention."""
+        current = torch.nn.functional.one_hot(self.event_slot[self._rows, self.t], MAX_SLOTS).bool()
+        return self.live[self._rows, self.t] & current
+
+    def value(self) -> torch.Tensor:
+        """Cash plus positions at what they could be sold for, in cents."""
+        t = self.t
+        bid, ask = self.bid[self._rows, t], self.ask[self._rows, t]
+        no_bid = torch.where(ask < 100, 100 - ask, torch.zeros_like(ask))
+        return self.cash + (self.yes * bid).sum(-1) + (self.no * no_bid).sum(-1)
+
+    # -- transition ------------------------------------------------------------------------------
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Apply actions [B, S]; return (reward in dollars [B], episode done [B], info)."""
+        rows, t = self._rows, self.t
+        c = self.rules.contracts
+        limit = self.rules.position_limit
+        live = self.live[rows, t]
+        bid, ask = self.bid[rows, t], self.ask[rows, t]
+        bid_size, ask_size = self.bid_size[rows, t], self.ask_size[rows, t]
+        before = self.value()
+        lot = torch.full_like(bid, c)
+
+        buy_yes = (actions == BUY_YES) & live & (ask < 100) & (self.yes + c <= limit)
+        sell_yes = (actions == SELL_YES) & live & (bid > 0) & (self.yes >= c)
+        buy_no = (actions == BUY_NO) & live & (bid > 0) & (self.no + c <= limit)
+        sell_no = (actions == SELL_NO) & live & (ask < 100) & (self.no >= c)
+        no_ask, no_bid = 100 - bid, 100 - ask
+        spend = (_walk_cost(lot, ask, ask_size, (ask + 1).clamp(max=99)) + taker_fee_cents(lot, ask)) * buy_yes \
+            + (_walk_cost(lot, no_ask, bid_size, (no_ask + 1).clamp(max=99)) + taker_fee_cents(lot, no_ask)) * buy_no
+        receive = (_walk_cost(lot, bid, bid_size, (bid - 1).clamp(min=1)) - taker_fee_cents(lot, bid)) * sell_yes \
+            + (_walk_cost(lot, no_bid, ask_size, (no_bid - 1).clamp(min=1)) - taker_fee_cents(lot, no_bid)) * sell_no
+        self.cash += (receive - spend).sum(-1)
+        self.yes += c * (buy_yes.long() - sell_yes.long())
+        self.no += c * (buy_no.long() - sell_no.long())
+
+        settling = (self.settle_step == t[:, None])
+        payout = torch.where(self.outcome == 1, self.yes, self.no) * 100
+        self.cash += (payout * settling).sum(-1)
+        self.yes *= ~settling
+        self.no *= ~settling
+
+        done = t + 1 >= self.length
+        self.t = torch.where(done, t, t + 1)
+        after = self.value()
+        reward = (after - before).to(torch.float32) / 100.0
+        self.episode_pnl += after - before
+        orders = (buy_yes | sell_yes | buy_no | sell_no).sum(-1)
+        invalid = ((actions != HOLD) & live).sum(-1) - orders
+        info = {"episode_pnl_cents": torch.where(done, self.episode_pnl, torch.zeros_like(self.episode_pnl)),
+                "orders": orders, "invalid_orders": invalid, "done_episodes": [self.episodes[i] for i in
+                                                                                 torch.nonzero(done).flatten().tolist()]}
+        if done.any():
+            for env in torch.nonzero(done).flatten().tolist():
+                self.episode_pnl[env] = 0
+                if self.auto_reset:
+                    self._load(env)
+        return reward, done, info

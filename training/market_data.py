@@ -1,0 +1,80 @@
+"""Per-market arrays for the simulator: features, book prices and sizes, times, settlement.
+
+Loaded once from the feature store and the markets mart; episodes are cut from these arrays. Market
+identity stays here (for bookkeeping and the split assertion) and never enters an observation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from features import store
+from features.schema import MODEL_FEATURES
+from kfs.lake import Lake
+
+_BOOK_COLUMNS = ["best_yes_bid_cents", "best_yes_ask_cents", "best_yes_bid_size", "best_no_bid_size"]
+
+
+@dataclass
+class MarketSeries:
+    ticker: str
+    split: str
+    volatility_class: str
+    time_ms: np.ndarray        # int64 [n], monotone
+    features: np.ndarray       # float32 [n, F]
+    bid: np.ndarray            # int16 [n], best YES bid cents, 0 = none
+    ask: np.ndarray            # int16 [n], best YES ask cents, 100 = none
+    bid_size: np.ndarray       # int64 [n]
+    ask_size: np.ndarray       # int64 [n]
+    settled_ms: int | None     # settlement time if settled
+    outcome_yes: bool | None
+
+
+@dataclass
+class MarketData:
+    markets: dict[str, MarketSeries]
+    feature_names: list[str]
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    std: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
+    partitions: list[str] = field(default_factory=list)
+
+    def of_split(self, split: str) -> list[MarketSeries]:
+        return [m for m in self.markets.values() if m.split == split]
+
+
+def load_market_data(lake: Lake | None = None, splits: tuple[str, ...] = ("train", "validation", "test"),
+                     min_events: int = 50) -> MarketData:
+    lake = lake or Lake()
+    markets = store.load_markets(lake)
+    info = {row["market_ticker"]: row for row in markets.iter_rows(named=True)}
+    names = list(MODEL_FEATURES)
+    frame = store.load_events(lake=lake).select("market_ticker", "event_time_ms", *_BOOK_COLUMNS, *names) \
+        .filter(pl.col("market_ticker").is_in([t for t, r in info.items() if r["split"] in splits])).collect()
+    frame = frame.sort("market_ticker", "event_time_ms", maintain_order=True)
+    series = {}
+    for (ticker,), part in frame.group_by(["market_ticker"], maintain_order=True):
+        if part.height < min_events:
+            continue
+        row = info[ticker]
+        settled = row["settled_ts"]
+        series[ticker] = MarketSeries(
+            ticker=ticker, split=row["split"], volatility_class=row["volatility_class"],
+            time_ms=part["event_time_ms"].to_numpy(),
+            features=part.select(names).to_numpy().astype(np.float32),
+            bid=part["best_yes_bid_cents"].to_numpy().astype(np.int16),
+            ask=part["best_yes_ask_cents"].to_numpy().astype(np.int16),
+            bid_size=part["best_yes_bid_size"].to_numpy(), ask_size=part["best_no_bid_size"].to_numpy(),
+            settled_ms=int(settled.timestamp() * 1000) if settled is not None and row["result"] in ("yes", "no") else None,
+            outcome_yes=(row["result"] == "yes") if row["result"] in ("yes", "no") else None,
+        )
+    data = MarketData(markets=series, feature_names=names)
+    train = [m.features for m in data.of_split("train")] or [m.features for m in series.values()]
+    stacked = np.concatenate(train) if train else np.zeros((1, len(names)), np.float32)
+    data.mean = stacked.mean(axis=0).astype(np.float32)
+    data.std = np.maximum(stacked.std(axis=0), 1e-3).astype(np.float32)
+    days = sorted(p.parent.name for p in (lake.root / "features" / "events").glob("date=*/part-00000.parquet"))
+    data.partitions = days
+    return data

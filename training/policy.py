@@ -1,0 +1,70 @@
+"""The market-agnostic policy (DESIGN.md section 5).
+
+Per slot: normalised features -> shared market encoder; the temporal and trade-flow features -> a
+temporal encoder; both joined, then attention across the live slots (padding masked), then per-slot
+action logits (HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO). The value head pools the live slots.
+Normalisation statistics are buffers, so the exported artifact takes raw feature values. Market
+identity is never an input. Everything is Linear layers and tensor ops: TorchScript-able and
+dynamically int8-quantizable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.env import POSITION_FEATURES
+
+N_ACTIONS = 5
+
+
+class MarketPolicy(nn.Module):
+    def __init__(self, n_features: int, temporal_index: list[int], mean: torch.Tensor, std: torch.Tensor,
+                 hidden: int = 64, temporal_hidden: int = 32):
+        super().__init__()
+        self.register_buffer("mean", mean.clone().float())
+        self.register_buffer("std", std.clone().float())
+        self.register_buffer("temporal_index", torch.tensor(temporal_index, dtype=torch.long))
+        n_in = n_features + POSITION_FEATURES
+        self.market_encoder = nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        self.temporal_encoder = nn.Sequential(nn.Linear(len(temporal_index), temporal_hidden), nn.Tanh())
+        self.join = nn.Linear(hidden + temporal_hidden, hidden)
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value_proj = nn.Linear(hidden, hidden)
+        self.attention_out = nn.Linear(hidden, hidden)
+        self.actor = nn.Linear(hidden, N_ACTIONS)
+        self.critic = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.scale = float(hidden) ** -0.5
+
+    def encode(self, obs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """obs [B, S, F + P], live [B, S] bool -> per-slot embedding [B, S, H]."""
+        n_features = self.mean.shape[0]
+        features = (obs[..., :n_features] - self.mean) / self.std
+        x = torch.cat([features.clamp(-10.0, 10.0), obs[..., n_features:]], dim=-1)
+        market = self.market_encoder(x)
+        temporal = self.temporal_encoder(features.index_select(-1, self.temporal_index).clamp(-10.0, 10.0))
+        h = torch.tanh(self.join(torch.cat([market, temporal], dim=-1)))
+        scores = torch.matmul(self.query(h), self.key(h).transpose(1, 2)) * self.scale       # [B, S, S]
+        scores = scores.masked_fill(~live.unsqueeze(1), -1e9)
+        attended = torch.matmul(torch.softmax(scores, dim=-1), self.value_proj(h))             # [B, S, H]
+        return h + torch.tanh(self.attention_out(attended))
+
+    def forward(self, obs: torch.Tensor, live: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action logits [B, S, 5] and state value [B]."""
+        h = self.encode(obs, live)
+        weights = live.to(h.dtype).unsqueeze(-1)
+        pooled = (h * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.actor(h), self.critic(pooled).squeeze(-1)
+
+
+class GreedyPolicy(nn.Module):
+    """What is exported: the best action per slot (HOLD on slots that are not live)."""
+
+    def __init__(self, policy: MarketPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.policy(obs, live)
+        return torch.where(live, logits.argmax(-1), torch.zeros_like(live, dtype=torch.long))

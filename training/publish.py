@@ -1,0 +1,180 @@
+"""Export, measure and register policies: TorchScript int8 artifacts, a manifest, a promotion gate.
+
+Layout under the lake: `models/<version>/{policy_int8.pt, policy_fp32.pt, manifest.json}` and
+`models/registry.json` ({"versions": [...], "aliases": {"production": version}}). Every version is
+kept; the `production` alias moves only when the candidate beats always-hold, random and
+buy-and-hold on validation markets (lower bound of the bootstrap interval of the per-market
+difference above zero) and meets the latency budget (p99 <= 1 ms, batch 1, one thread).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from features.schema import EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
+from kfs.lake import Lake
+from training.env import POSITION_FEATURES
+from training.episodes import MAX_SLOTS
+from training.policy import GreedyPolicy, MarketPolicy
+
+LATENCY_BUDGET_P99_US = 1000.0
+PRODUCTION = "production"
+GATE_BASELINES = ("always_hold", "random", "buy_and_hold_yes")
+
+
+def quiet_torch_deprecations():
+    """TorchScript and torch.ao.quantization warn that they are deprecated (they work in 2.13);
+    silence exactly those warnings, never errors."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.(jit|ao)")
+    warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=DeprecationWarning)
+
+
+def models_root(lake: Lake) -> Path:
+    return lake.root / "models"
+
+
+def feature_schema_hash(feature_names: list[str]) -> str:
+    dtypes = {c.name: c.dtype for c in EVENT_COLUMNS}
+    text = EVENTS_SCHEMA_VERSION + "|" + ",".join(f"{n}:{dtypes[n]}" for n in feature_names)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def example_inputs(n_features: int, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    obs = torch.zeros((batch, MAX_SLOTS, n_features + POSITION_FEATURES))
+    live = torch.ones((batch, MAX_SLOTS), dtype=torch.bool)
+    return obs, live
+
+
+def script_fp32(policy: MarketPolicy) -> torch.jit.ScriptModule:
+    quiet_torch_deprecations()
+    return torch.jit.script(GreedyPolicy(policy).eval())
+
+
+def script_int8(policy: MarketPolicy) -> torch.jit.ScriptModule:
+    """Dynamic int8 quantization of every Linear layer, then TorchScript."""
+    quiet_torch_deprecations()
+    quantized = torch.ao.quantization.quantize_dynamic(GreedyPolicy(policy).eval(), {nn.Linear}, dtype=torch.qint8)
+    return torch.jit.script(quantized)
+
+
+def latency_us(module: torch.jit.ScriptModule, n_features: int, calls: int = 2000) -> dict[str, float]:
+    """p50/p99 of one call, batch 1, one thread, after warm-up."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        obs, live = example_inputs(n_features)
+        obs.normal_()
+        with torch.no_grad():
+            for _ in range(100):
+                module(obs, live)
+            samples = []
+            for _ in range(calls):
+                started = time.perf_counter_ns()
+                module(obs, live)
+                samples.append((time.perf_counter_ns() - started) / 1000.0)
+    finally:
+        torch.set_num_threads(threads)
+    samples.sort()
+    return {"p50_us": statistics.median(samples), "p99_us": samples[int(0.99 * (len(samples) - 1))]}
+
+
+def action_agreement(a: torch.jit.ScriptModule, b: torch.jit.ScriptModule, obs: torch.Tensor, live: torch.Tensor) -> float:
+    """Share of live slots where the two models pick the same action."""
+    with torch.no_grad():
+        same = (a(obs, live) == b(obs, live)) & live
+    return float(same.sum() / live.sum().clamp(min=1))
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class GateDecision:
+    promote: bool
+    reasons: list[str]
+
+
+def promotion_gate(comparison: dict, latency: dict) -> GateDecision:
+    reasons = []
+    for baseline in GATE_BASELINES:
+        diff = comparison.get(baseline)
+        if diff is None:
+            reasons.append(f"no comparison with {baseline}")
+        elif diff["ci_low"] <= 0:
+            reasons.append(f"does not beat {baseline}: mean per-market difference {diff['mean']:+.2f} $, "
+                           f"95% CI [{diff['ci_low']:+.2f}, {diff['ci_high']:+.2f}] has its lower bound <= 0")
+    if latency["p99_us"] > LATENCY_BUDGET_P99_US:
+        reasons.append(f"int8 p99 latency {latency['p99_us']:.0f} us exceeds {LATENCY_BUDGET_P99_US:.0f} us")
+    return GateDecision(promote=not reasons, reasons=reasons or ["beats every baseline and meets the latency budget"])
+
+
+def read_registry(lake: Lake) -> dict:
+    path = models_root(lake) / "registry.json"
+    return json.loads(path.read_text()) if path.exists() else {"versions": [], "aliases": {}}
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def new_version() -> str:
+    return datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%S%fZ")
+
+
+def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, std, partitions: list[str],
+            training: dict, validation: dict, comparison: dict, validation_obs: tuple[torch.Tensor, torch.Tensor]
+            ) -> dict:
+    """Write artifacts and manifest for a new version, register it, move `production` if the gate passes."""
+    version = new_version()
+    folder = models_root(lake) / version
+    folder.mkdir(parents=True, exist_ok=False)
+    fp32, int8 = script_fp32(policy), script_int8(policy)
+    fp32.save(str(folder / "policy_fp32.pt"))
+    int8.save(str(folder / "policy_int8.pt"))
+    reloaded_int8 = torch.jit.load(str(folder / "policy_int8.pt"))
+    reloaded_fp32 = torch.jit.load(str(folder / "policy_fp32.pt"))
+    agreement = action_agreement(reloaded_fp32, reloaded_int8, *validation_obs)
+    latency = {"int8": latency_us(reloaded_int8, len(feature_names)), "fp32": latency_us(reloaded_fp32, len(feature_names))}
+    decision = promotion_gate(comparison, latency["int8"])
+    manifest = {
+        "version": version, "created_at": datetime.now(timezone.utc).isoformat(), "code_version": code_version(),
+        "artifact": "policy_int8.pt", "artifact_fp32": "policy_fp32.pt",
+        "inputs": {"obs": ["batch", MAX_SLOTS, len(feature_names) + POSITION_FEATURES], "live": ["batch", MAX_SLOTS]},
+        "output": "action per slot: 0 HOLD, 1 BUY_YES, 2 SELL_YES, 3 BUY_NO, 4 SELL_NO",
+        "feature_names": feature_names, "feature_schema_version": EVENTS_SCHEMA_VERSION,
+        "feature_schema_hash": feature_schema_hash(feature_names),
+        "normalization": {"mean": [float(x) for x in mean], "std": [float(x) for x in std]},
+        "training_partitions": partitions, "training": training, "metrics": validation,
+        "baseline_comparison": comparison, "latency_us": latency, "int8_fp32_action_agreement": agreement,
+        "promotion": {"promoted": decision.promote, "reasons": decision.reasons},
+    }
+    _write_json_atomic(folder / "manifest.json", manifest)
+    registry = read_registry(lake)
+    registry["versions"].append({"version": version, "path": version, "created_at": manifest["created_at"],
+                                 "promoted": decision.promote, "reasons": decision.reasons})
+    if decision.promote:
+        registry["aliases"][PRODUCTION] = version
+    _write_json_atomic(models_root(lake) / "registry.json", registry)
+    return manifest
