@@ -37,6 +37,7 @@ dev: $(STAMP) $(MANIFEST)
 	DAGSTER_HOME=$(CURDIR)/.kfs/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: $(STAMP) $(MANIFEST)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/kfs bench
 
 docs: $(STAMP)

@@ -6,7 +6,7 @@ import runpy
 import sys
 from pathlib import Path
 
-BENCHES = ["ingest_bench.py", "features_bench.py"]
+BENCHES = ["ingest_bench.py", "features_bench.py", "training_bench.py"]
 
 if __name__ == "__main__":
     here = Path(__file__).resolve().parent

@@ -1,12 +1,13 @@
 """The batched market simulator: many event-time episodes stepped together in PyTorch.
 
-State per environment: step, cash and YES/NO contracts per slot. Each step every live slot takes one
-of HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO for a fixed lot of contracts. Orders fill against the
-replayed book at that moment: up to the best level's size at the best price, the rest one cent worse
-(only the best level's size is in the feature store). Every order pays Kalshi's taker fee,
-ceil(0.07 x C x P x (1 - P)) in cents for C contracts at price P. Only the slot whose market produced
-the step's event can act (see `actable`). Positions are capped, valued at what they could be sold for (best bid; the NO side at 100 - best YES ask), and pay 100 or 0 when their
-market settles inside the episode. The reward is the change of that value in dollars.
+State per environment: step, cash and YES/NO contracts per slot. Each step, the slot whose market
+produced the step's event (see `actable`) takes one of HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO for a
+fixed lot of contracts. Orders fill against the replayed book at that moment: up to the best level's
+size at the best price, the rest one cent worse (only the best level's size is in the feature store).
+Every order pays Kalshi's taker fee, ceil(0.07 x C x P x (1 - P)) in cents for C contracts at price P.
+Positions are capped, valued at what they could be sold for (best bid; the NO side at 100 - best YES
+ask), and pay 100 or 0 when their market settles inside the episode. The reward is the change of that
+value in dollars.
 """
 
 from __future__ import annotations

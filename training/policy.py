@@ -51,11 +51,20 @@ class MarketPolicy(nn.Module):
         return h + torch.tanh(self.attention_out(attended))
 
     def forward(self, obs: torch.Tensor, live: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Action logits [B, S, 5] and state value [B]."""
+        """Action logits [B, S, 5] (impossible actions masked) and state value [B]."""
         h = self.encode(obs, live)
         weights = live.to(h.dtype).unsqueeze(-1)
         pooled = (h * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return self.actor(h), self.critic(pooled).squeeze(-1)
+        return self.actor(h).masked_fill(~self.possible_actions(obs), -1e9), self.critic(pooled).squeeze(-1)
+
+    def possible_actions(self, obs: torch.Tensor) -> torch.Tensor:
+        """[B, S, 5]: selling needs contracts to sell, buying needs room under the position limit.
+        Masking these keeps exploration on real choices instead of orders that would do nothing."""
+        n_features = self.mean.shape[0]
+        yes = obs[..., n_features]
+        no = obs[..., n_features + 1]
+        hold = torch.ones_like(yes, dtype=torch.bool)
+        return torch.stack([hold, yes < 1.0, yes > 0.0, no < 1.0, no > 0.0], dim=-1)
 
 
 class GreedyPolicy(nn.Module):

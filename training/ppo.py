@@ -24,14 +24,14 @@ from training.policy import MarketPolicy
 @dataclass
 class PPOConfig:
     seed: int = 7
-    n_envs: int = 32
-    rollout_steps: int = 128
+    n_envs: int = 128
+    rollout_steps: int = 64
     total_steps: int = 400_000          # environment steps (one event of one episode each)
     time_budget_s: float | None = None  # stop earlier when this much wall time has passed
     learning_rate: float = 3e-4
     gamma: float = 0.995
     gae_lambda: float = 0.95
-    update_epochs: int = 4
+    update_epochs: int = 2
     minibatches: int = 4
     clip: float = 0.2
     entropy_coef: float = 0.01
