@@ -10,7 +10,9 @@ from orchestration.assets.dbt import dbt_core_models, dbt_daily_trade_flow, dbt_
 from orchestration.assets.features import features_events, split_registry
 from orchestration.assets.ingest import raw_markets, raw_partitioned_assets
 from orchestration.assets.training import policy_validation, published_policy, trained_policy
+from orchestration.checks import freshness_checks
 from orchestration.resources import resources_for
+from orchestration.schedules import nightly_job, nightly_schedule
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -40,6 +42,8 @@ training_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=[*raw_partitioned_assets, raw_markets, features_events, dbt_daily_trade_flow, dbt_core_models,
             split_registry, dbt_split_marts, trained_policy, policy_validation, published_policy],
-    jobs=[ingest_job, markets_job, feature_store_job, training_job],
+    jobs=[ingest_job, markets_job, feature_store_job, training_job, nightly_job],
+    schedules=[nightly_schedule],
+    asset_checks=freshness_checks,
     resources={**resources_for(os.environ.get("KFS_ENV", "local")), "dbt": dbt_resource()},
 )

@@ -57,6 +57,26 @@ def report_checks(report: PartitionReport) -> list[dg.AssetCheckResult]:
     ]
 
 
+def _combined(reports: list[PartitionReport]) -> PartitionReport:
+    """One report for a range run (a nightly run re-ingests several days in one go)."""
+    if len(reports) == 1:
+        return reports[0]
+    total = PartitionReport(stream=reports[0].stream, partition=f"{reports[0].partition}..{reports[-1].partition}")
+    for r in reports:
+        total.rows_source += r.rows_source
+        total.rows_read += r.rows_read
+        total.rows_written += r.rows_written
+        total.rows_quarantined += r.rows_quarantined
+        total.bytes_written += r.bytes_written
+        total.seconds += r.seconds
+        for reason, count in r.quarantine_reasons.items():
+            total.quarantine_reasons[reason] = total.quarantine_reasons.get(reason, 0) + count
+    stamps = [r for r in reports if r.min_timestamp_ms is not None]
+    total.min_timestamp_ms = min((r.min_timestamp_ms for r in stamps), default=None)
+    total.max_timestamp_ms = max((r.max_timestamp_ms for r in stamps), default=None)
+    return total
+
+
 def _raw_stream_asset(stream_name: str) -> dg.AssetsDefinition:
     key = dg.AssetKey(f"raw_{stream_name}")
 
@@ -64,6 +84,7 @@ def _raw_stream_asset(stream_name: str) -> dg.AssetsDefinition:
         name=key.path[0],
         group_name=RAW_GROUP,
         partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
         pool="postgres_read",
         kinds={"postgres", "parquet"},
         description=f"One UTC day of `{stream_name}` from PostgreSQL as parquet under raw/{stream_name}/date=YYYY-MM-DD/; "
@@ -74,9 +95,16 @@ def _raw_stream_asset(stream_name: str) -> dg.AssetsDefinition:
         ],
     )
     def raw_stream(context: dg.AssetExecutionContext, source_db: SourceDatabase, lake: LakeResource):
-        day = date.fromisoformat(context.partition_key)
-        report = ingest_partition(source_db.dsn(), stream_name, day, lake.lake(), source_db.tables())
-        return dg.MaterializeResult(metadata=report_metadata(report), check_results=report_checks(report))
+        reports = [ingest_partition(source_db.dsn(), stream_name, date.fromisoformat(key_), lake.lake(), source_db.tables())
+                   for key_ in context.partition_keys]
+        report = _combined(reports)
+        metadata = report_metadata(report)
+        if len(reports) > 1:
+            metadata["rows_by_day"] = {r.partition: r.rows_written for r in reports}
+        checks = report_checks(report)
+        checks[0] = dg.AssetCheckResult(check_name=RECONCILED, passed=all(r.reconciled for r in reports),
+                                        metadata=checks[0].metadata)
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return raw_stream
 
