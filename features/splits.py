@@ -19,6 +19,7 @@ from datetime import date
 import polars as pl
 
 from kfs.lake import Lake, write_parquet_atomic
+from kfs.locks import exclusive
 
 STABLE_BELOW = 0.1
 VOLATILE_FROM = 0.3
@@ -103,9 +104,10 @@ def read_market_categories(lake: Lake) -> pl.DataFrame:
 
 
 def update_registry(lake: Lake, classes: pl.DataFrame, assigned_on: date, seed: int = DEFAULT_SPLIT_SEED) -> pl.DataFrame:
-    registry = assign_splits(read_registry(lake), classes, assigned_on, seed)
-    check_disjoint(registry)
-    write_parquet_atomic(registry, registry_path(lake))
+    with exclusive("split_registry"):  # read-modify-write: two runs at once must not both append
+        registry = assign_splits(read_registry(lake), classes, assigned_on, seed)
+        check_disjoint(registry)
+        write_parquet_atomic(registry, registry_path(lake))
     return registry
 
 

@@ -158,9 +158,15 @@ def _ensure_dagster_home() -> None:
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     instance_config = home / "dagster.yaml"
-    if not instance_config.exists():
-        project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
-        instance_config.write_text(project_config.read_text())
+    from kfs.locks import exclusive
+
+    with exclusive("dagster_instance"):  # two first runs at once must not both create the storage
+        if not instance_config.exists():
+            project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
+            instance_config.write_text(project_config.read_text())
+        import dagster as dg
+
+        dg.DagsterInstance.get().dispose()
 
 
 # In-process runs log every step event to the terminal; the progress bar says enough. The events are

@@ -62,7 +62,7 @@ def write_parquet_atomic(table: pl.DataFrame | pa.Table, path: Path, metadata: d
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}{_TMP_MARK}{uuid.uuid4().hex}")
+    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex}")
     try:
         frame = table if isinstance(table, pl.DataFrame) else pl.from_arrow(table)
         frame.write_parquet(tmp, metadata=metadata, **_PARQUET_OPTIONS)
@@ -77,9 +77,23 @@ def write_parquet_atomic(table: pl.DataFrame | pa.Table, path: Path, metadata: d
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    # Left behind only by a process killed mid-write; never visible to readers (hidden name, no .parquet suffix).
+    """Delete temporaries of writers that no longer exist (killed mid-write). A live writer's file is
+    left alone: two runs may write the same partition at once, and the last rename wins with the same bytes."""
     for stale in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
+        writer_pid = stale.name.rsplit(_TMP_MARK, 1)[1].split("-", 1)[0]
+        if writer_pid.isdigit() and _process_alive(int(writer_pid)):
+            continue
         stale.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -12,6 +12,7 @@ import json
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
+from kfs.locks import exclusive
 from orchestration.dbt_project import dbt_project, ensure_manifest, prepare_dbt_environment
 from orchestration.partitions import daily_partitions
 
@@ -37,21 +38,24 @@ def _window_vars(context: dg.AssetExecutionContext) -> list[str]:
             backfill_policy=dg.BackfillPolicy.single_run())
 def dbt_daily_trade_flow(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     prepare_dbt_environment()
-    yield from dbt.cli(["build", *_window_vars(context)], context=context).stream()
+    with exclusive("warehouse"):
+        yield from dbt.cli(["build", *_window_vars(context)], context=context).stream()
 
 
 @dbt_assets(manifest=MANIFEST, exclude=f"{DAILY_SELECT} {SPLIT_MARTS_SELECT}", project=dbt_project,
             dagster_dbt_translator=KfsTranslator(), pool=DBT_POOL, name="dbt_core_models")
 def dbt_core_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     prepare_dbt_environment()
-    yield from dbt.cli(["build"], context=context).stream()
+    with exclusive("warehouse"):
+        yield from dbt.cli(["build"], context=context).stream()
 
 
 @dbt_assets(manifest=MANIFEST, select=SPLIT_MARTS_SELECT, project=dbt_project,
             dagster_dbt_translator=KfsTranslator(), pool=DBT_POOL, name="dbt_split_marts")
 def dbt_split_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     prepare_dbt_environment()
-    yield from dbt.cli(["build"], context=context).stream()
+    with exclusive("warehouse"):
+        yield from dbt.cli(["build"], context=context).stream()
 
 
 def dbt_resource() -> DbtCliResource:
