@@ -32,10 +32,11 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR)
 
 
 def ensure_manifest() -> Path:
-    """`dbt parse` once if the manifest is missing (a fresh clone); `make` rebuilds it when models change."""
+    """`dbt parse` once if the manifest is missing (a fresh clone); `make` rebuilds it when models change.
+    Under `dagster dev` / `dg`, dagster-dbt re-parses on load; profiles.yml needs the paths first."""
+    prepare_dbt_environment()
     dbt_project.prepare_if_dev()
     if not dbt_project.manifest_path.exists():
-        prepare_dbt_environment()
         subprocess.run([DBT_EXECUTABLE, "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
                         "--profiles-dir", str(DBT_PROJECT_DIR)], check=True, env={**os.environ})
     return dbt_project.manifest_path

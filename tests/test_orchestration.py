@@ -60,3 +60,17 @@ def test_materialize_cli_runs_a_range_with_progress(small_env, monkeypatch, tmp_
     assert (small_env.root / "features" / "markets" / "markets.parquet").exists()
     assert (tmp_path / "home" / "logs" / "dbt.log").stat().st_size > 0
     assert main(["materialize", "--start", end.isoformat(), "--end", SMALL_START.isoformat()]) == 2
+
+
+def test_dg_check_defs_accepts_the_project():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run([str(bin_dir / "dg"), "check", "defs"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, env={**__import__("os").environ, "PATH": f"{bin_dir}:{__import__('os').environ['PATH']}"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
