@@ -63,6 +63,7 @@ def test_materialize_cli_runs_a_range_with_progress(small_env, monkeypatch, tmp_
 
 
 def test_dg_check_defs_accepts_the_project():
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -71,6 +72,6 @@ def test_dg_check_defs_accepts_the_project():
 
     bin_dir = Path(sys.executable).parent
     result = subprocess.run([str(bin_dir / "dg"), "check", "defs"], cwd=REPO, capture_output=True, text=True,
-                            timeout=300, env={**__import__("os").environ, "PATH": f"{bin_dir}:{__import__('os').environ['PATH']}"})
+                            timeout=300, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "All definitions loaded successfully" in result.stdout + result.stderr
