@@ -17,9 +17,10 @@ import numba
 import numpy as np
 import polars as pl
 
+from kfs.book import top_depth
+
 KIND_SNAPSHOT, KIND_DELTA = 0, 1
 SIDE_YES, SIDE_NO = 0, 1
-TOP_LEVELS = 5
 
 
 @dataclass
@@ -31,19 +32,6 @@ class ReplayCounts:
     invalid_events: int = 0
     crossed_events: int = 0
     out_of_order_timestamps: int = 0
-
-
-@numba.njit(cache=True)
-def _top_depth(ladder, best):
-    total = 0
-    seen = 0
-    p = best
-    while p >= 1 and seen < TOP_LEVELS:
-        if ladder[p] > 0:
-            total += ladder[p]
-            seen += 1
-        p -= 1
-    return total
 
 
 @numba.njit(cache=True)
@@ -128,8 +116,8 @@ def replay_kernel(group_id, kind, sequence, side, price, new_size, level_offset,
         best_no_bid[i] = best_no
         best_yes_size[i] = yes[best_yes] if best_yes > 0 else 0
         best_no_size[i] = no[best_no] if best_no > 0 else 0
-        yes_depth5[i] = _top_depth(yes, best_yes) if best_yes > 0 else 0
-        no_depth5[i] = _top_depth(no, best_no) if best_no > 0 else 0
+        yes_depth5[i] = top_depth(yes, best_yes) if best_yes > 0 else 0
+        no_depth5[i] = top_depth(no, best_no) if best_no > 0 else 0
         book_valid[i] = valid
     return (best_yes_bid, best_no_bid, best_yes_size, best_no_size, yes_depth5, no_depth5, book_valid, sequence_gap,
             before_snapshot)

@@ -16,10 +16,11 @@ import math
 import numba
 import numpy as np
 
+from kfs.book import TOP_LEVELS, top_depth
+
 ACTION_ADD, ACTION_REMOVE, ACTION_UPDATE = 0, 1, 2
 SIDE_YES, SIDE_NO = 0, 1
-MAX_DEPTH = 15             # levels kept behind the best on each side
-TOP_LEVELS = 5             # the depth that carries the planted signal
+MAX_DEPTH = 15             # levels kept behind the best on each side; the top five carry the planted signal
 BURST_GAP_MS = 100         # a gap below this is inside a burst
 QUIET_GAP_MS = 30_000      # a gap above this ends a quiet period
 DELTA_FIELDS = 8           # session, ts, seq, side, action, price, old, new
@@ -87,20 +88,6 @@ def _best_yes_ask(no):
         if no[p] > 0:
             return 100 - p
     return 100
-
-
-@numba.njit(cache=True)
-def _top_depth(book, best):
-    """Contracts on the best five non-empty levels at or below `best`."""
-    total = 0
-    seen = 0
-    p = best
-    while p >= 1 and seen < TOP_LEVELS:
-        if book[p] > 0:
-            total += book[p]
-            seen += 1
-        p -= 1
-    return total
 
 
 @numba.njit(cache=True)
@@ -374,8 +361,8 @@ def simulate_market(
             context = 1.0 if (gap_ms < BURST_GAP_MS or gap_ms > QUIET_GAP_MS) else 0.3
             size_weight = min(next_size[i], 6.0) / 2.0
             target = math.tanh(signal * context * size_weight) * next_direction[i] + 0.25 * np.random.normal()
-            yes_depth = _top_depth(yes, b)
-            no_depth = _top_depth(no, 100 - a)
+            yes_depth = top_depth(yes, b)
+            no_depth = top_depth(no, 100 - a)
             imbalance = (yes_depth - no_depth) / max(yes_depth + no_depth, 1)
             grow = np.random.random() < 0.5
             favoured = SIDE_YES if imbalance < target else SIDE_NO
