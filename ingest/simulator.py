@@ -53,7 +53,7 @@ _SERIES = {
     "economics": ("KXCPI", "KXFED", "KXJOBS"), "climate": ("KXHIGHNY", "KXRAINSFO"),
     "crypto": ("KXBTCD", "KXETHD"), "other": ("KXOSCARS", "KXTSAPAX"),
 }
-_EARLY_OUTCOME_SHARE = {"sports": 0.6, "politics": 0.3, "economics": 0.4, "climate": 0.4, "crypto": 0.2, "other": 0.3}
+_EARLY_OUTCOME_SHARE = {"sports": 0.8, "politics": 0.5, "economics": 0.6, "climate": 0.6, "crypto": 0.4, "other": 0.5}
 _ACTIONS = np.array(["add", "remove", "update"])
 _SIDES = np.array(["yes", "no"])
 _ALL_SIDES = np.array(["yes", "no"])
@@ -66,7 +66,7 @@ class SimulationConfig:
     seed: int = DEFAULT_SEED
     signal: float = DEFAULT_SIGNAL
     start: date = field(default_factory=lambda: datetime.now(timezone.utc).date() - timedelta(days=DEFAULT_DAYS))
-    events_per_hour: float = 245.0  # mean tick rate of a market; moves and sweeps add deltas on top
+    events_per_hour: float = 350.0  # mean tick rate of a market; moves and sweeps add deltas on top
 
     def __post_init__(self) -> None:
         if self.markets < 1:
@@ -130,9 +130,9 @@ def plan_markets(config: SimulationConfig) -> list[MarketPlan]:
         ticker = f"{event_ticker}-M{index:04d}"
         # Mixture of starting distances: near-certain, contested and coin-flip markets.
         kind = rng.random()
-        if kind < 0.35:
+        if kind < 0.3:
             z0 = rng.uniform(1.4, 2.6)
-        elif kind < 0.7:
+        elif kind < 0.6:
             z0 = rng.uniform(0.45, 1.3)
         else:
             z0 = rng.uniform(0.0, 0.35)
@@ -190,7 +190,7 @@ def market_ticks(plan: MarketPlan, config: SimulationConfig, session_starts: np.
     # Most outcomes become known minutes before close; some (a game that ended, a number that was
     # published) hours before, after which the market sits at 1 or 99 until it closes.
     if rng.random() < _EARLY_OUTCOME_SHARE[plan.category]:
-        outcome_known_ms = plan.close_ms - int(rng.uniform(0.2, 0.6) * (plan.close_ms - plan.open_ms))
+        outcome_known_ms = plan.close_ms - int(rng.uniform(0.3, 0.7) * (plan.close_ms - plan.open_ms))
     else:
         outcome_known_ms = plan.close_ms - int(rng.uniform(60_000, 20 * 60_000))
     extra = []
