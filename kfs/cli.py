@@ -12,7 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=False, soft_wrap=True)
+# Piped output (make demo | tee, CI logs) gets a wide fixed width instead of 80 columns.
+_WIDTH = None if sys.stdout.isatty() else 140
+console = Console(stderr=False, soft_wrap=True, width=_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -191,7 +193,7 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
     results = []
     # dagster-dbt echoes every dbt log line to stdout; keep the terminal to the progress bar and the
     # summary, and the dbt lines in a log file (the Dagster UI has them too, per run).
-    terminal = Console(file=sys.stdout, soft_wrap=True)
+    terminal = Console(file=sys.stdout, soft_wrap=True, width=_WIDTH)
     from kfs.config import kfs_home
 
     dbt_log = kfs_home() / "logs" / "dbt.log"
