@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -42,6 +43,21 @@ def pg_dsn(tmp_path_factory):
     server.start()
     yield server.create_database(name)
     server.destroy()
+
+
+@contextmanager
+def temporary_env(**values: str):
+    """Set environment variables for a block (session fixtures cannot use monkeypatch)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def schema_tables(schema: str) -> SourceTables:
@@ -106,7 +122,6 @@ def small_lake(small_universe, tmp_path_factory):
 @pytest.fixture(scope="session")
 def built_store(small_lake, tmp_path_factory):
     """feature_store_job over the small universe's days, in an isolated lake copy and warehouse."""
-    import os
     import shutil
     from datetime import timedelta
 
@@ -116,20 +131,11 @@ def built_store(small_lake, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("store")
     shutil.copytree(small_lake.root, root / "lake")
-    saved = {k: os.environ.get(k) for k in ("KFS_LAKE", "KFS_WAREHOUSE")}
-    os.environ["KFS_LAKE"] = str(root / "lake")
-    os.environ["KFS_WAREHOUSE"] = str(root / "warehouse.duckdb")
-    try:
+    with temporary_env(KFS_LAKE=str(root / "lake"), KFS_WAREHOUSE=str(root / "warehouse.duckdb")):
         from orchestration.definitions import defs
 
         result = defs.resolve_job_def("feature_store_job").execute_in_process(
             instance=dg.DagsterInstance.ephemeral(),
             tags={"dagster/asset_partition_range_start": SMALL_CONFIG.start.isoformat(),
                   "dagster/asset_partition_range_end": (SMALL_CONFIG.start + timedelta(days=SMALL_CONFIG.days - 1)).isoformat()})
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return result, Lake(root / "lake"), root / "warehouse.duckdb"
