@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import os
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 from rich.console import Console

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import dagster as dg
 import duckdb
 import polars as pl
 import pytest
 
 from features import store
 from features.schema import EVENT_COLUMNS
-from kfs.lake import Lake
 from tests.conftest import REPO, SMALL_CONFIG
 
 FIRST, LAST = SMALL_CONFIG.start, SMALL_CONFIG.start + timedelta(days=SMALL_CONFIG.days - 1)

@@ -123,7 +123,7 @@ def _ingest_everything(dsn, tables, lake, days):
 
 def test_point_in_time_rows_before_t_do_not_change_when_later_data_arrives(small_universe, small_lake, tmp_path):
     """Rebuild after appending and changing source rows after t: every row at or before t is identical."""
-    dsn, tables = small_universe["dsn"], small_universe["tables"]
+    dsn = small_universe["dsn"]
     before, _ = build_event_features(small_lake, FIRST, LAST)
     t = int(before["timestamp_ms"].quantile(0.5))
     changed_schema = "pit"

@@ -81,7 +81,7 @@ def merge_markets(markets: list[MarketSeries], starts: list[int], steps: int) ->
     order = np.lexsort((slots, times))[:steps]
     times, slots, rows = times[order], slots[order], rows[order]
     index = np.full((len(order), len(markets)), -1, dtype=np.int64)
-    for k, (market, start) in enumerate(zip(markets, starts)):
+    for k, start in enumerate(starts):
         mine = np.where(slots == k, rows, -1)
         # Before its first event in the episode a slot shows the market's last state before t0, if any.
         initial = start - 1 if start > 0 else -1

@@ -9,7 +9,6 @@ markets, because markets are the independent unit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np

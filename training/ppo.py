@@ -131,7 +131,7 @@ def train(data: MarketData, config: PPOConfig, progress: Callable[[int, int, dic
 
         flat = lambda x: x.reshape(batch, *x.shape[2:])  # noqa: E731
         b_obs, b_live, b_actions, b_actable = flat(store_obs), flat(store_live), flat(store_actions), flat(store_actable)
-        b_logprob, b_adv, b_ret, b_value = flat(store_logprob), flat(advantages), flat(returns), flat(store_value)
+        b_logprob, b_adv, b_ret = flat(store_logprob), flat(advantages), flat(returns)
         clip_fractions, kls = [], []
         for _ in range(config.update_epochs):
             order = torch.randperm(batch)

@@ -1,10 +1,9 @@
 """Training, validation and publishing assets: thin wrappers around training.pipeline."""
 
-import json
 
 import dagster as dg
 
-from training.pipeline import candidate_dir, config_from_env, run_publish, run_training, run_validation
+from training.pipeline import config_from_env, run_publish, run_training, run_validation
 from orchestration.resources import LakeResource
 
 TRAINING_GROUP = "policy"
