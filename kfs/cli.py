@@ -12,6 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from kfs.config import kfs_home
+from kfs.locks import exclusive
+
 # Piped output (make demo | tee, CI logs) gets a wide fixed width instead of 80 columns.
 _WIDTH = None if sys.stdout.isatty() else 140
 console = Console(stderr=False, soft_wrap=True, width=_WIDTH)
@@ -26,7 +29,6 @@ class UsageError(ValueError):
 
 def _embedded():
     from ingest.pg_server import EmbeddedServer
-    from kfs.config import kfs_home
 
     return EmbeddedServer(kfs_home() / "pg")
 
@@ -153,15 +155,11 @@ def cmd_load_recording(args: argparse.Namespace) -> int:
 # -- materialize ---------------------------------------------------------------------------------
 
 def _ensure_dagster_home() -> None:
-    from kfs.config import kfs_home
-
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(kfs_home() / "dagster")
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     instance_config = home / "dagster.yaml"
-    from kfs.locks import exclusive
-
     with exclusive("dagster_instance"):  # two first runs at once must not both create the storage
         if not instance_config.exists():
             project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
@@ -194,8 +192,6 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
     # dagster-dbt echoes every dbt log line to stdout; keep the terminal to the progress bar and the
     # summary, and the dbt lines in a log file (the Dagster UI has them too, per run).
     terminal = Console(file=sys.stdout, soft_wrap=True, width=_WIDTH)
-    from kfs.config import kfs_home
-
     dbt_log = kfs_home() / "logs" / "dbt.log"
     dbt_log.parent.mkdir(parents=True, exist_ok=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
