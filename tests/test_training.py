@@ -175,6 +175,8 @@ def test_promotion_gate_and_hot_reload(published, tmp_path):
 
     source, data, summary, validation, _ = published
     lake = Lake(tmp_path)
+    # The latency budget is exercised above with given numbers; here a loaded CI machine must not decide.
+    no_budget = float("inf")
     policy = load_candidate(source, data)
     losing = {name: {"mean": -1.0, "ci_low": -2.0, "ci_high": 0.5} for name in ("always_hold", "random", "buy_and_hold_yes")}
     winning = {name: {"mean": 2.0, "ci_low": 0.5, "ci_high": 3.0} for name in losing}
@@ -183,19 +185,22 @@ def test_promotion_gate_and_hot_reload(published, tmp_path):
     assert promotion_gate(winning, {"p99_us": 100}).promote
     obs = validation_observations(data, max_steps=50)
 
-    first = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, {}, losing, obs)
+    first = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, {}, losing, obs,
+                    latency_budget_p99_us=no_budget)
     assert not first["promotion"]["promoted"] and PRODUCTION not in read_registry(lake)["aliases"]
-    server = PolicyServer(lake)
+    server = PolicyServer(lake, latency_budget_p99_us=no_budget)
     with pytest.raises(PolicyLoadError, match="points at no version"):
         server.refresh()
 
-    second = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, {}, winning, obs)
+    second = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, {}, winning, obs,
+                     latency_budget_p99_us=no_budget)
     assert read_registry(lake)["aliases"][PRODUCTION] == second["version"]
     assert server.refresh() and server.version == second["version"]
     actions = server.act(obs[0][:1], obs[1][:1])
     assert actions.shape == (1, 5)
 
-    third = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, {}, winning, obs)
+    third = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, {}, winning, obs,
+                    latency_budget_p99_us=no_budget)
     (lake.root / "models" / third["version"] / "policy_int8.pt").write_bytes(b"not a model")
     assert server.refresh() is False  # the broken version is refused...
     assert server.version == second["version"] and "cannot load" in server.last_error  # ...the old one keeps serving

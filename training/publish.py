@@ -113,7 +113,7 @@ class GateDecision:
     reasons: list[str]
 
 
-def promotion_gate(comparison: dict, latency: dict) -> GateDecision:
+def promotion_gate(comparison: dict, latency: dict, latency_budget_p99_us: float = LATENCY_BUDGET_P99_US) -> GateDecision:
     reasons = []
     for baseline in GATE_BASELINES:
         diff = comparison.get(baseline)
@@ -122,8 +122,8 @@ def promotion_gate(comparison: dict, latency: dict) -> GateDecision:
         elif diff["ci_low"] <= 0:
             reasons.append(f"does not beat {baseline}: mean per-market difference {diff['mean']:+.2f} $, "
                            f"95% CI [{diff['ci_low']:+.2f}, {diff['ci_high']:+.2f}] has its lower bound <= 0")
-    if latency["p99_us"] > LATENCY_BUDGET_P99_US:
-        reasons.append(f"int8 p99 latency {latency['p99_us']:.0f} us exceeds {LATENCY_BUDGET_P99_US:.0f} us")
+    if latency["p99_us"] > latency_budget_p99_us:
+        reasons.append(f"int8 p99 latency {latency['p99_us']:.0f} us exceeds {latency_budget_p99_us:.0f} us")
     return GateDecision(promote=not reasons, reasons=reasons or ["beats every baseline and meets the latency budget"])
 
 
@@ -144,8 +144,8 @@ def new_version() -> str:
 
 
 def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, std, partitions: list[str],
-            training: dict, validation: dict, comparison: dict, validation_obs: tuple[torch.Tensor, torch.Tensor]
-            ) -> dict:
+            training: dict, validation: dict, comparison: dict, validation_obs: tuple[torch.Tensor, torch.Tensor],
+            latency_budget_p99_us: float = LATENCY_BUDGET_P99_US) -> dict:
     """Write artifacts and manifest for a new version, register it, move `production` if the gate passes."""
     version = new_version()
     folder = models_root(lake) / version
@@ -157,7 +157,7 @@ def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, st
     reloaded_fp32 = torch.jit.load(str(folder / "policy_fp32.pt"))
     agreement = action_agreement(reloaded_fp32, reloaded_int8, *validation_obs)
     latency = {"int8": latency_us(reloaded_int8, len(feature_names)), "fp32": latency_us(reloaded_fp32, len(feature_names))}
-    decision = promotion_gate(comparison, latency["int8"])
+    decision = promotion_gate(comparison, latency["int8"], latency_budget_p99_us)
     manifest = {
         "version": version, "created_at": datetime.now(timezone.utc).isoformat(), "code_version": code_version(),
         "artifact": "policy_int8.pt", "artifact_fp32": "policy_fp32.pt",
