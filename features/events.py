@@ -268,7 +268,3 @@ def materialize_event_features(lake: Lake, first: date, last: date) -> FeatureRe
     rows = write_event_partitions(lake, features, first, last)
     return FeatureReport(days=list(rows), rows_written=sum(rows.values()), rows_by_day=rows,
                          replay=asdict(counts), markets=features["market_ticker"].n_unique() if features.height else 0)
-
-
-def model_feature_matrix(features: pl.DataFrame, names: list[str]) -> np.ndarray:
-    return features.select(names).to_numpy().astype(np.float32)

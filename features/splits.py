@@ -115,8 +115,3 @@ def check_disjoint(registry: pl.DataFrame) -> None:
     duplicated = registry.filter(pl.col("market_ticker").is_duplicated())
     if duplicated.height:
         raise AssertionError(f"markets in more than one split: {sorted(set(duplicated['market_ticker']))[:5]}")
-
-
-def training_markets(lake: Lake) -> set[str]:
-    registry = read_registry(lake)
-    return set(registry.filter(pl.col("split") == "train")["market_ticker"].to_list())

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from kfs.config import lake_root
 
@@ -50,9 +49,6 @@ class Lake:
             return []
         days = [date.fromisoformat(p.name.split("=", 1)[1]) for p in folder.glob("date=*") if (p / PART_FILE).exists()]
         return sorted(days)
-
-    def read(self, path: Path) -> pa.Table:
-        return pq.read_table(path)
 
 
 def write_parquet_atomic(table: pl.DataFrame | pa.Table, path: Path, metadata: dict[str, str] | None = None) -> int:

@@ -46,8 +46,7 @@ def run_training(lake: Lake, config: PPOConfig, data: MarketData | None = None, 
     torch.save(result.policy.state_dict(), folder / "policy_state.pt")
     curves_png = save_learning_curves(result.curves, folder / "learning_curves.png")
     summary = {"steps": result.steps, "seconds": result.seconds, "steps_per_second": result.steps_per_second,
-               "episodes": result.episodes, "config": {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v)
-                                                       for k, v in asdict(result.config).items()},
+               "episodes": result.episodes, "config": asdict(result.config),
                "train_markets": len(data.of_split("train")), "partitions": data.partitions,
                "final": result.curves[-1] if result.curves else {}, "learning_curves": str(curves_png)}
     (folder / "training.json").write_text(json.dumps(summary, indent=2, default=float))

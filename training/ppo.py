@@ -6,7 +6,7 @@ Shapes: B = n_envs, T = rollout_steps, S = 5 slots, D = features + position feat
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -200,7 +200,3 @@ def save_learning_curves(curves: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
-
-
-def config_dict(config: PPOConfig) -> dict:
-    return asdict(config)
