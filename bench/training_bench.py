@@ -60,7 +60,7 @@ def main() -> list[Result]:
     data = load_market_data(lake)
     torch.set_num_threads(1)
     slot_steps = simulator_slot_steps(data)
-    ours = train(data, PPOConfig(threads=1, seed=0, total_steps=128 * 64 * 8))
+    ours = train(data, PPOConfig(threads=1, seed=0, total_steps=128 * 64 * 8, warm_start_batches=0))
     theirs = sb3_steps_per_second(data)
     torch.set_num_threads(1)
     policy = make_policy(data).eval()

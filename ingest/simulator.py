@@ -30,6 +30,7 @@ from psycopg import sql
 from ingest.db import table_identifier
 from ingest.simulator_kernel import (
     BURST_GAP_MS,
+    QUIET_GAP_MS,
     SIDE_YES,
     simulate_market,
 )
@@ -207,10 +208,23 @@ def market_ticks(plan: MarketPlan, config: SimulationConfig, session_starts: np.
     return ticks[in_session], session_of_tick[in_session].astype(np.int64), outcome_known_ms
 
 
-def news_probability(ticks: np.ndarray) -> np.ndarray:
-    """Chance that news moves the market at each tick: most often right after a quiet gap."""
-    gaps = np.diff(ticks, prepend=ticks[0] - 60_000) if len(ticks) else ticks
-    return np.where(gaps > 30_000, 0.08, np.where(gaps < 100, 0.002, 0.004))
+NEWS_PER_LIFETIME = 5.0  # expected news jumps between open and the outcome becoming known
+
+
+def news_probability(ticks: np.ndarray, plan: "MarketPlan", outcome_known_ms: int) -> np.ndarray:
+    """Chance that news moves the market at each tick: most often right after a quiet gap.
+
+    A bounded martingale can only move so far: every jump of size s uses up s^2 of the at most
+    f (1 - f) of variance the price has left, so news arrives a fixed number of times per market
+    lifetime (not per hour); more would pin most markets at 1 or 99 within hours.
+    """
+    if len(ticks) == 0:
+        return np.zeros(0)
+    gaps = np.diff(ticks, prepend=ticks[0] - 60_000)
+    weight = np.where(gaps > QUIET_GAP_MS, 20.0, np.where(gaps < BURST_GAP_MS, 0.5, 1.0))
+    life_hours = max((outcome_known_ms - plan.open_ms) / MS_PER_HOUR, 1.0)
+    per_tick = NEWS_PER_LIFETIME / (plan.rate_per_hour * life_hours)
+    return np.minimum(per_tick * weight / weight.mean(), 0.5)
 
 
 def simulate_one_market(plan: MarketPlan, config: SimulationConfig, session_ids: np.ndarray,
@@ -232,7 +246,7 @@ def simulate_one_market(plan: MarketPlan, config: SimulationConfig, session_ids:
     while True:
         deltas, trades, snapshots, levels, latent, outcome_yes, ok = simulate_market(
             seed, ticks, session_of_tick, session_ids, x0, sigma, outcome_known_ms, plan.spread_cents,
-            config.signal, 0.12, 0.3, news_probability(ticks), capacity,
+            config.signal, 0.12, 0.3, news_probability(ticks, plan, outcome_known_ms), capacity,
         )
         if ok:
             break

@@ -23,6 +23,7 @@ SIDE_YES, SIDE_NO = 0, 1
 MAX_DEPTH = 15             # levels kept behind the best on each side; the top five carry the planted signal
 BURST_GAP_MS = 100         # a gap below this is inside a burst
 QUIET_GAP_MS = 30_000      # a gap above this ends a quiet period
+PRE_NEWS_TICKS = 60        # ticks before a news jump in which informed liquidity leans its way
 DELTA_FIELDS = 8           # session, ts, seq, side, action, price, old, new
 TRADE_FIELDS = 5           # session, ts, yes_price, count, taker_side (0 yes, 1 no)
 SNAPSHOT_FIELDS = 5        # session, ts, seq, first level row, level count
@@ -60,7 +61,7 @@ def _phi_inverse(p):
 @numba.njit(cache=True)
 def _news_jump(f):
     """A martingale jump of the probability: up by u with odds d/(u+d), down by d otherwise."""
-    size = np.random.uniform(0.06, 0.15)
+    size = np.random.uniform(0.15, 0.25)
     up = min(size, 0.985 - f)
     down = min(size, f - 0.015)
     if up <= 0.0 or down <= 0.0:
@@ -175,6 +176,7 @@ def simulate_market(
     # Target quotes along the whole path first: the planted signal needs to know the next move.
     target_bid = np.empty(n_ticks, dtype=np.int64)
     target_ask = np.empty(n_ticks, dtype=np.int64)
+    jump_direction = np.zeros(n_ticks, dtype=np.int64)
     t_prev = tick_ms[0]
     base_half_width = (spread - 1) // 2
     half_width = base_half_width
@@ -193,6 +195,7 @@ def simulate_market(
                 # so that the outcome stays consistent with the new price.
                 jumped = _news_jump(f)
                 if jumped != f:
+                    jump_direction[i] = 1 if jumped > f else -1
                     f = jumped
                     x = _phi_inverse(f) * sigma * math.sqrt(tau_s)
         mids[i] = f
@@ -211,9 +214,19 @@ def simulate_market(
     next_size = np.zeros(n_ticks, dtype=np.float64)
     upcoming = 0
     upcoming_size = 0.0
+    # Direction of the next news jump and how many ticks away it is.
+    news_direction = np.zeros(n_ticks, dtype=np.int64)
+    ticks_to_news = np.full(n_ticks, n_ticks, dtype=np.int64)
+    upcoming_news = 0
+    news_tick = n_ticks + n_ticks
     for i in range(n_ticks - 1, -1, -1):
         next_direction[i] = upcoming
         next_size[i] = upcoming_size
+        news_direction[i] = upcoming_news
+        ticks_to_news[i] = news_tick - i
+        if jump_direction[i] != 0:
+            upcoming_news = jump_direction[i]
+            news_tick = i
         if i > 0:
             move = (target_bid[i] + target_ask[i]) - (target_bid[i - 1] + target_ask[i - 1])
             if move != 0:
@@ -221,7 +234,7 @@ def simulate_market(
                 upcoming_size = abs(move) / 2.0
 
     for i in range(n_ticks):
-        if n_d > delta_capacity - 80 or n_t > trades.shape[0] - 40:
+        if n_d > delta_capacity - 160 or n_t > trades.shape[0] - 40:
             return deltas[:n_d], trades[:n_t], snapshots[:n_s], levels[:n_l], mids, False, False
         ts = max(tick_ms[i], last_ts)
         session_index = session_of_tick[i]
@@ -326,6 +339,20 @@ def simulate_market(
                     seq += 1
                     n_d = _set_level(deltas, n_d, no, SIDE_NO, 100 - at - d, _level_size(d), session, ts, seq)
                     ts += np.random.randint(0, 3)
+            if jump_direction[i] != 0:
+                # After news the liquidity that leaned its way is spent or pulled: the levels behind the new
+                # best are re-quoted at ordinary sizes (only the planted lean ever made them unusual).
+                for d in range(1, MAX_DEPTH + 1):
+                    if bt - d >= 1 and yes[bt - d] > 0:
+                        size = _level_size(d)
+                        if size != yes[bt - d]:
+                            seq += 1
+                            n_d = _set_level(deltas, n_d, yes, SIDE_YES, bt - d, size, session, ts, seq)
+                    if 100 - at - d >= 1 and no[100 - at - d] > 0:
+                        size = _level_size(d)
+                        if size != no[100 - at - d]:
+                            seq += 1
+                            n_d = _set_level(deltas, n_d, no, SIDE_NO, 100 - at - d, size, session, ts, seq)
             last_ts = ts
             continue
 
@@ -354,24 +381,37 @@ def simulate_market(
                 last_ts = ts
                 continue
 
-        # Quote update. Most updates steer the top-5 depth imbalance towards a target: noise, plus
-        # with signal > 0 the direction of the next mid move, strongest before big moves (news) and
-        # inside bursts or after quiet gaps. The rest reshuffle the deeper book at random.
-        if np.random.random() < 0.6:
-            context = 1.0 if (gap_ms < BURST_GAP_MS or gap_ms > QUIET_GAP_MS) else 0.3
-            size_weight = min(next_size[i], 6.0) / 2.0
-            target = math.tanh(signal * context * size_weight) * next_direction[i] + 0.25 * np.random.normal()
+        # Quote update. Most updates steer the top-5 depth imbalance towards a target: noise, plus with
+        # signal > 0 the direction of the next mid move, more inside bursts or after quiet gaps. Before
+        # news, informed liquidity steers more often and in bigger clips. All of that scales with the
+        # signal: at signal 0 neither how often nor how much the top levels change depends on the future.
+        # The rest of the updates reshuffle the deeper book at random.
+        pre_news = news_direction[i] != 0 and ticks_to_news[i] <= PRE_NEWS_TICKS
+        informed = min(signal, 1.0) * pre_news
+        steer_probability = 0.6 + 0.35 * informed
+        clip = 1.0 + 4.0 * informed
+        if np.random.random() < steer_probability:
+            if pre_news:
+                target = math.tanh(2.0 * signal) * news_direction[i] + 0.05 * np.random.normal()
+            else:
+                context = 1.0 if (gap_ms < BURST_GAP_MS or gap_ms > QUIET_GAP_MS) else 0.3
+                size_weight = min(next_size[i], 2.0) / 2.0
+                target = 0.5 * math.tanh(signal * context * size_weight) * next_direction[i] + 0.15 * np.random.normal()
             yes_depth = top_depth(yes, b)
             no_depth = top_depth(no, 100 - a)
             imbalance = (yes_depth - no_depth) / max(yes_depth + no_depth, 1)
             grow = np.random.random() < 0.5
             favoured = SIDE_YES if imbalance < target else SIDE_NO
+            if (favoured == SIDE_YES) != (news_direction[i] > 0):
+                clip = 1.0  # big clips only push towards the news, never back from an overshoot
             side = favoured if grow else 1 - favoured
-            depth = np.random.randint(0, TOP_LEVELS)
+            # Informed flow thins the other side behind its best level, so the best stays takeable.
+            depth = np.random.randint(1 if (clip > 1.0 and not grow) else 0, TOP_LEVELS)
         else:
             side = SIDE_YES if np.random.random() < 0.5 else SIDE_NO
             depth = min(TOP_LEVELS + int(np.random.exponential(3.0)), MAX_DEPTH - 1)
             grow = np.random.random() < 0.5
+            clip = 1.0
         book = yes if side == SIDE_YES else no
         best = b if side == SIDE_YES else 100 - a
         price = best - depth
@@ -380,9 +420,9 @@ def simulate_market(
             continue
         old = book[price]
         if grow:
-            new = old + max(1, int(_level_size(depth) * (0.5 + np.random.random())))
+            new = old + max(1, int(_level_size(depth) * (0.5 + np.random.random()) * clip))
         elif old > 0:
-            factor = np.random.random()
+            factor = np.random.random() / clip
             new = int(old * factor)
             if depth == 0 or (new == 0 and price == best):
                 new = max(1, new)  # the best level never empties through a quote update

@@ -79,6 +79,21 @@ def test_only_the_slot_with_the_current_event_can_act():
     assert int(info["orders"][0]) == 1
 
 
+def test_orders_meet_the_book_as_it_is_after_the_latency():
+    # A sweep: the ask jumps from 42 to 55 30 ms after the first event, then the market rests.
+    market = _market("KXS", 4)
+    market.time_ms = np.array([0, 30, 40, 5_000], dtype=np.int64)
+    market.ask = np.array([42, 55, 55, 55], np.int16)
+    market.bid = np.array([40, 53, 53, 53], np.int16)
+    rules = TradingRules(contracts=10, position_limit=50, latency_ms=100)
+    env = BatchedMarketEnv(_data(market), lambda _: merge_markets([market], [0], 4), 1, rules=rules, auto_reset=False)
+    actions = torch.zeros((1, 5), dtype=torch.long)
+    actions[0, 0] = BUY_YES
+    env.step(actions)
+    # 10 at the post-sweep ask (5 @ 55 + 5 @ 56) plus the fee, not at the 42 seen when the order was sent
+    assert int(env.cash[0]) == -(5 * 55 + 5 * 56 + int(taker_fee_cents(torch.tensor(10), torch.tensor(55))))
+
+
 def test_curriculum_and_training_episodes_use_training_markets_only():
     markets = [_market(f"KX{i}", 3000, klass=k, split=s, start=i)
                for i, (k, s) in enumerate([("stable", "train"), ("stable", "train"), ("moderate", "train"),
@@ -122,7 +137,7 @@ def published(built_store):
 
     _, lake, _ = built_store
     data = load_market_data(lake)
-    summary = run_training(lake, PPOConfig(n_envs=8, rollout_steps=64, total_steps=8 * 64 * 12, seed=1), data=data)
+    summary = run_training(lake, PPOConfig(n_envs=8, rollout_steps=64, total_steps=8 * 64 * 12, seed=1, warm_start_batches=5), data=data)
     validation = run_validation(lake, "validation", data=data)
     manifest = run_publish(lake, data=data)
     return lake, data, summary, validation, manifest

@@ -53,7 +53,8 @@ def test_no_significant_profit_on_martingale_data(martingale_store):
     from training.ppo import PPOConfig
 
     data = load_market_data(martingale_store)
-    run_training(martingale_store, PPOConfig(n_envs=32, rollout_steps=64, total_steps=32 * 64 * 30, seed=5), data=data)
+    run_training(martingale_store, PPOConfig(n_envs=32, rollout_steps=64, total_steps=32 * 64 * 30, seed=5,
+                                                  warm_start_batches=60), data=data)
     greedy = GreedyPolicy(load_candidate(martingale_store, data)).eval()
     held_out = [evaluate.market_metrics(evaluate.play(data, split, evaluate.policy_actor(greedy)))
                 for split in ("validation", "test")]

@@ -2,8 +2,11 @@
 
 State per environment: step, cash and YES/NO contracts per slot. Each step, the slot whose market
 produced the step's event (see `actable`) takes one of HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO for a
-fixed lot of contracts. Orders fill against the replayed book at that moment: up to the best level's
-size at the best price, the rest one cent worse (only the best level's size is in the feature store).
+fixed lot of contracts. Orders reach the exchange `latency_ms` after the event they react to and fill
+against the replayed book as it is then (the market's last event at or before arrival): up to the best
+level's size at the best price, the rest one cent worse (only the best level's size is in the feature
+store). The latency matters: a sweep arrives as a run of deltas within milliseconds, and an order
+filled at the book between two of them would trade at prices nobody could have hit.
 Every order pays Kalshi's taker fee, ceil(0.07 x C x P x (1 - P)) in cents for C contracts at price P.
 Positions are capped, valued at what they could be sold for (best bid; the NO side at 100 - best YES
 ask), and pay 100 or 0 when their market settles inside the episode. The reward is the change of that
@@ -30,6 +33,7 @@ POSITION_FEATURES = 3  # YES contracts / limit, NO contracts / limit, this slot'
 class TradingRules:
     contracts: int = 10       # lot size of every order
     position_limit: int = 50  # contracts per side per market
+    latency_ms: int = 100     # from the event an order reacts to until it meets the book
 
 
 def taker_fee_cents(contracts: torch.Tensor, price_cents: torch.Tensor) -> torch.Tensor:
@@ -60,6 +64,11 @@ class BatchedMarketEnv:
         self.ask = torch.full((n_envs, max_steps, MAX_SLOTS), 100, dtype=torch.int64)
         self.bid_size = torch.zeros((n_envs, max_steps, MAX_SLOTS), dtype=torch.int64)
         self.ask_size = torch.zeros((n_envs, max_steps, MAX_SLOTS), dtype=torch.int64)
+        # The book an order sent at each step meets (see the module docstring).
+        self.fill_bid = torch.zeros_like(self.bid)
+        self.fill_ask = torch.full_like(self.ask, 100)
+        self.fill_bid_size = torch.zeros_like(self.bid_size)
+        self.fill_ask_size = torch.zeros_like(self.ask_size)
         self.live = torch.zeros((n_envs, max_steps, MAX_SLOTS), dtype=torch.bool)
         self.event_slot = torch.zeros((n_envs, max_steps), dtype=torch.int64)
         self.settle_step = torch.full((n_envs, MAX_SLOTS), -1, dtype=torch.int64)
@@ -88,6 +97,10 @@ class BatchedMarketEnv:
         self.ask[env].fill_(100)
         self.bid_size[env].zero_()
         self.ask_size[env].zero_()
+        self.fill_bid[env].zero_()
+        self.fill_ask[env].fill_(100)
+        self.fill_bid_size[env].zero_()
+        self.fill_ask_size[env].zero_()
         for slot, ticker in enumerate(episode.tickers):
             market = self.data.markets[ticker]
             rows = index[:, slot]
@@ -100,6 +113,11 @@ class BatchedMarketEnv:
             self.ask[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask[safe], 100).astype(np.int64))
             self.bid_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid_size[safe], 0))
             self.ask_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask_size[safe], 0))
+            filled = market.fill_rows(self.rules.latency_ms)[safe]
+            self.fill_bid[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid[filled], 0).astype(np.int64))
+            self.fill_ask[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask[filled], 100).astype(np.int64))
+            self.fill_bid_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid_size[filled], 0))
+            self.fill_ask_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask_size[filled], 0))
             self.live[env, :steps, slot] = torch.from_numpy(live)
         self.event_slot[env, :steps] = torch.from_numpy(episode.event_slot[:steps])
         self.settle_step[env].fill_(-1)
@@ -144,8 +162,8 @@ class BatchedMarketEnv:
         c = self.rules.contracts
         limit = self.rules.position_limit
         live = self.live[rows, t]
-        bid, ask = self.bid[rows, t], self.ask[rows, t]
-        bid_size, ask_size = self.bid_size[rows, t], self.ask_size[rows, t]
+        bid, ask = self.fill_bid[rows, t], self.fill_ask[rows, t]
+        bid_size, ask_size = self.fill_bid_size[rows, t], self.fill_ask_size[rows, t]
         before = self.value()
         lot = torch.full_like(bid, c)
 

@@ -31,6 +31,14 @@ class MarketSeries:
     ask_size: np.ndarray       # int64 [n]
     settled_ms: int | None     # settlement time if settled
     outcome_yes: bool | None
+    _fill_rows: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def fill_rows(self, latency_ms: int) -> np.ndarray:
+        """int64 [n]: the row whose book an order sent at each row meets: the last event of this market
+        at or before the order's arrival, `latency_ms` later (never past the last row)."""
+        if latency_ms not in self._fill_rows:
+            self._fill_rows[latency_ms] = np.searchsorted(self.time_ms, self.time_ms + latency_ms, side="right") - 1
+        return self._fill_rows[latency_ms]
 
 
 @dataclass

@@ -19,12 +19,13 @@ from kfs.lake import Lake
 from training import evaluate
 from training.env import BatchedMarketEnv, TradingRules
 from training.episodes import market_windows
+from training.imitation import TeacherRule, teacher_actor
 from training.market_data import MarketData, load_market_data
 from training.policy import GreedyPolicy
 from training.ppo import PPOConfig, make_policy, save_learning_curves, train
 from training.publish import models_root, publish
 
-STRATEGIES = ("policy", "always_hold", "random", "imbalance_rule", "buy_and_hold_yes")
+STRATEGIES = ("policy", "always_hold", "random", "imbalance_rule", "buy_and_hold_yes", "warm_start_teacher")
 
 
 def candidate_dir(lake: Lake) -> Path:
@@ -46,7 +47,7 @@ def run_training(lake: Lake, config: PPOConfig, data: MarketData | None = None, 
     torch.save(result.policy.state_dict(), folder / "policy_state.pt")
     curves_png = save_learning_curves(result.curves, folder / "learning_curves.png")
     summary = {"steps": result.steps, "seconds": result.seconds, "steps_per_second": result.steps_per_second,
-               "episodes": result.episodes, "config": asdict(result.config),
+               "episodes": result.episodes, "config": asdict(result.config), "warm_start": result.warm_start,
                "train_markets": len(data.of_split("train")), "partitions": data.partitions,
                "final": result.curves[-1] if result.curves else {}, "learning_curves": str(curves_png)}
     (folder / "training.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -61,8 +62,8 @@ def load_candidate(lake: Lake, data: MarketData) -> torch.nn.Module:
     return policy.eval()
 
 
-def evaluate_all(data: MarketData, policy, split: str, rules: TradingRules = TradingRules(), seed: int = 0
-                 ) -> dict[str, pl.DataFrame]:
+def evaluate_all(data: MarketData, policy, split: str, rules: TradingRules = TradingRules(), seed: int = 0,
+                 teacher: TeacherRule = TeacherRule()) -> dict[str, pl.DataFrame]:
     """Per-market results of the policy and every baseline on `split`, in the same simulator."""
     greedy = GreedyPolicy(policy).eval()
     policy_windows = evaluate.play(data, split, evaluate.policy_actor(greedy), rules)
@@ -75,6 +76,8 @@ def evaluate_all(data: MarketData, policy, split: str, rules: TradingRules = Tra
         "random": evaluate.play(data, split, evaluate.random_policy(trade_rate, seed), rules),
         "imbalance_rule": evaluate.play(data, split, evaluate.imbalance_rule(data.feature_names, threshold), rules),
         "buy_and_hold_yes": evaluate.play(data, split, evaluate.buy_and_hold_yes, rules),
+        # The rule the policy was cloned from before PPO, so the report shows what RL added or lost.
+        "warm_start_teacher": evaluate.play(data, split, teacher_actor(teacher, data.feature_names), rules),
     }
     return {name: evaluate.market_metrics(w) for name, w in windows.items()}
 

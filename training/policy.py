@@ -10,6 +10,8 @@ dynamically int8-quantizable.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -36,6 +38,16 @@ class MarketPolicy(nn.Module):
         self.actor = nn.Linear(hidden, N_ACTIONS)
         self.critic = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         self.scale = float(hidden) ** -0.5
+
+    def start_cautious(self, trade_probability: float) -> None:
+        """Initial policy: HOLD unless exploring, each order action with trade_probability / 4.
+
+        A uniform start trades on four steps of five and loses so much to spread and fees that PPO
+        learns 'never trade' before it ever sees the rare states where trading pays."""
+        with torch.no_grad():
+            self.actor.weight.mul_(0.01)
+            self.actor.bias.zero_()
+            self.actor.bias[0] = math.log((1 - trade_probability) / (trade_probability / (N_ACTIONS - 1)))
 
     def encode(self, obs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
         """obs [B, S, F + P], live [B, S] bool -> per-slot embedding [B, S, H]."""
