@@ -155,7 +155,7 @@ def test_training_writes_curves_and_a_summary(published):
 def test_validation_reports_every_baseline_with_intervals(published):
     _, _, _, validation, _ = published
     names = [row["strategy"] for row in validation["table"]]
-    assert names == ["policy", "always_hold", "random", "imbalance_rule", "buy_and_hold_yes"]
+    assert names == ["policy", "always_hold", "random", "imbalance_rule", "buy_and_hold_yes", "warm_start_teacher"]
     for row in validation["table"]:
         assert row["ci_low"] <= row["mean_return_dollars"] <= row["ci_high"]
     hold = next(r for r in validation["table"] if r["strategy"] == "always_hold")
@@ -179,7 +179,8 @@ def test_published_artifact_loads_with_plain_torch_and_agrees_with_fp32(publishe
     assert manifest["int8_fp32_action_agreement"] >= 0.99
     assert manifest["latency_us"]["int8"]["p99_us"] > 0 and manifest["feature_schema_hash"]
     assert manifest["normalization"]["mean"] and manifest["training_partitions"]
-    assert set(manifest["baseline_comparison"]) == {"always_hold", "random", "imbalance_rule", "buy_and_hold_yes"}
+    assert set(manifest["baseline_comparison"]) == {"always_hold", "random", "imbalance_rule", "buy_and_hold_yes",
+                                                     "warm_start_teacher"}
 
 
 def test_promotion_gate_and_hot_reload(published, tmp_path):
