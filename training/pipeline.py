@@ -48,6 +48,7 @@ def run_training(lake: Lake, config: PPOConfig, data: MarketData | None = None, 
     curves_png = save_learning_curves(result.curves, folder / "learning_curves.png")
     summary = {"steps": result.steps, "seconds": result.seconds, "steps_per_second": result.steps_per_second,
                "episodes": result.episodes, "config": asdict(result.config), "warm_start": result.warm_start,
+               "selection": result.selection,
                "train_markets": len(data.of_split("train")), "partitions": data.partitions,
                "final": result.curves[-1] if result.curves else {}, "learning_curves": str(curves_png)}
     (folder / "training.json").write_text(json.dumps(summary, indent=2, default=float))

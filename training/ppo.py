@@ -8,6 +8,7 @@ Shapes: B = n_envs, T = rollout_steps, S = 5 slots, D = features + position feat
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from torch.distributions import Categorical
 from features.schema import columns_of
 from training.env import BatchedMarketEnv, TradingRules
 from training.episodes import build_episode, curriculum_stage
-from training.imitation import TeacherRule, clone_rule
+from training.imitation import TeacherRule, clone_rule, imitation_loss, teacher_actions
 from training.market_data import MarketData
 from training.policy import MarketPolicy
 
@@ -43,8 +44,15 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     hidden: int = 64
     initial_trade_probability: float = 0.05
-    warm_start_batches: int = 400       # behaviour cloning of `teacher` before PPO (0: start from scratch)
+    warm_start_batches: int = 200       # behaviour cloning of `teacher` before PPO (0: start from scratch)
     teacher: TeacherRule = field(default_factory=TeacherRule)
+    # Weight of the teacher's cross-entropy in the PPO loss, decaying linearly to imitation_final_coef:
+    # without this anchor PPO's noisy advantages erase the rare entries before they can be reinforced.
+    imitation_coef: float = 1.0
+    imitation_final_coef: float = 0.1
+    # After PPO, keep the fine-tuned policy only if it beats the clone on this many training markets
+    # (whole recorded lives, greedy actions); 0 keeps the fine-tuned policy unconditionally.
+    selection_markets: int = 60
     threads: int = 2
     rules: TradingRules = field(default_factory=TradingRules)
 
@@ -55,6 +63,7 @@ class TrainResult:
     curves: list[dict]
     config: PPOConfig
     warm_start: dict | None
+    selection: dict | None
     steps: int
     seconds: float
     episodes: int
@@ -90,6 +99,7 @@ def train(data: MarketData, config: PPOConfig, progress: Callable[[int, int, dic
                             seconds=None if config.time_budget_s is None else config.time_budget_s / 2) \
         if config.warm_start_batches > 0 else None
     warm_start_seconds = warm_start["seconds"] if warm_start else 0.0  # the time budget covers both
+    clone_state = copy.deepcopy(policy.state_dict()) if warm_start else None
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
     B, T = config.n_envs, config.rollout_steps
     batch = B * T
@@ -110,6 +120,9 @@ def train(data: MarketData, config: PPOConfig, progress: Callable[[int, int, dic
     steps = episodes = 0
     for iteration in range(iterations):
         state["progress"] = iteration / iterations
+        elapsed_share = state["progress"] if config.time_budget_s is None else max(
+            state["progress"], (time.perf_counter() - started) / max(config.time_budget_s - warm_start_seconds, 1e-9))
+        imitation_weight = config.imitation_coef + (config.imitation_final_coef - config.imitation_coef) * min(elapsed_share, 1.0)
         finished_pnl: list[float] = []
         orders = 0
         for step in range(T):
@@ -145,6 +158,7 @@ def train(data: MarketData, config: PPOConfig, progress: Callable[[int, int, dic
         flat = lambda x: x.reshape(batch, *x.shape[2:])  # noqa: E731
         b_obs, b_live, b_actions, b_actable = flat(store_obs), flat(store_live), flat(store_actions), flat(store_actable)
         b_logprob, b_adv, b_ret = flat(store_logprob), flat(advantages), flat(returns)
+        b_teacher = teacher_actions(config.teacher, data.feature_names, b_obs, b_live) if imitation_weight > 0 else None
         clip_fractions, kls = [], []
         for _ in range(config.update_epochs):
             order = torch.randperm(batch)
@@ -165,6 +179,8 @@ def train(data: MarketData, config: PPOConfig, progress: Callable[[int, int, dic
                 policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip, 1 + config.clip)).mean()
                 value_loss = 0.5 * ((value - b_ret[idx]) ** 2).mean()
                 loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy.mean()
+                if b_teacher is not None:
+                    loss = loss + imitation_weight * imitation_loss(logits, b_teacher[idx], b_actable[idx])
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
@@ -178,14 +194,43 @@ def train(data: MarketData, config: PPOConfig, progress: Callable[[int, int, dic
             "episodes": len(finished_pnl), "orders_per_step": orders / batch,
             "policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.mean().item(),
             "approx_kl": float(np.mean(kls)), "clip_fraction": float(np.mean(clip_fractions)),
+            "imitation_weight": imitation_weight,
             "steps_per_second": steps / elapsed,
         })
         if progress:
             progress(iteration + 1, iterations, curves[-1])
         if config.time_budget_s is not None and elapsed > config.time_budget_s - warm_start_seconds:
             break
-    return TrainResult(policy=policy.eval(), curves=curves, config=config, warm_start=warm_start, steps=steps,
-                       seconds=time.perf_counter() - started, episodes=episodes)
+    policy.eval()
+    selection = None
+    if clone_state is not None and config.selection_markets > 0:
+        selection = keep_better_of_clone_and_fine_tuned(policy, clone_state, data, config)
+    return TrainResult(policy=policy, curves=curves, config=config, warm_start=warm_start, selection=selection,
+                       steps=steps, seconds=time.perf_counter() - started, episodes=episodes)
+
+
+def keep_better_of_clone_and_fine_tuned(policy: MarketPolicy, clone_state: dict, data: MarketData,
+                                        config: PPOConfig) -> dict:
+    """Do no harm: PPO fine-tuning is kept only if its greedy policy makes more money than the clone's on
+    a fixed sample of training markets (validation and test markets stay untouched for what comes
+    after). Otherwise `policy` is set back to the clone. Returns both scores and the choice."""
+    from training.evaluate import play
+    from training.policy import GreedyPolicy
+
+    sample = sorted(m.ticker for m in data.of_split("train"))[: config.selection_markets]
+
+    def score() -> int:
+        greedy = GreedyPolicy(policy).eval()
+        return int(play(data, "train", lambda obs, live, env: greedy(obs, live), config.rules, markets=sample)["pnl_cents"].sum())
+
+    fine_tuned_cents = score()
+    fine_tuned_state = copy.deepcopy(policy.state_dict())
+    policy.load_state_dict(clone_state)
+    clone_cents = score()
+    kept = "fine_tuned" if fine_tuned_cents > clone_cents else "clone"
+    if kept == "fine_tuned":
+        policy.load_state_dict(fine_tuned_state)
+    return {"markets": len(sample), "clone_cents": clone_cents, "fine_tuned_cents": fine_tuned_cents, "kept": kept}
 
 
 def save_learning_curves(curves: list[dict], path: Path) -> Path:
