@@ -46,8 +46,8 @@ class PPOConfig:
     initial_trade_probability: float = 0.05
     warm_start_batches: int = 200       # behaviour cloning of `teacher` before PPO (0: start from scratch)
     teacher: TeacherRule = field(default_factory=TeacherRule)
-    # Weight of the teacher's cross-entropy in the PPO loss, decaying linearly to imitation_final_coef:
-    # without this anchor PPO's noisy advantages erase the rare entries before they can be reinforced.
+    # Weight of the teacher's cross-entropy in the PPO loss after a warm start, decaying linearly to
+    # imitation_final_coef: without it PPO's noisy advantages erase the rare entries in a few updates.
     imitation_coef: float = 1.0
     imitation_final_coef: float = 0.1
     # After PPO, keep the fine-tuned policy only if it beats the clone on this many training markets
@@ -122,7 +122,8 @@ def train(data: MarketData, config: PPOConfig, progress: Callable[[int, int, dic
         state["progress"] = iteration / iterations
         elapsed_share = state["progress"] if config.time_budget_s is None else max(
             state["progress"], (time.perf_counter() - started) / max(config.time_budget_s - warm_start_seconds, 1e-9))
-        imitation_weight = config.imitation_coef + (config.imitation_final_coef - config.imitation_coef) * min(elapsed_share, 1.0)
+        imitation_weight = 0.0 if warm_start is None else \
+            config.imitation_coef + (config.imitation_final_coef - config.imitation_coef) * min(elapsed_share, 1.0)
         finished_pnl: list[float] = []
         orders = 0
         for step in range(T):
