@@ -203,11 +203,12 @@ def train(data: MarketData, config: PPOConfig, progress: Callable[[int, int, dic
         if config.time_budget_s is not None and elapsed > config.time_budget_s - warm_start_seconds:
             break
     policy.eval()
+    seconds = time.perf_counter() - started  # PPO only: the warm start and the selection report their own
     selection = None
     if clone_state is not None and config.selection_markets > 0:
         selection = keep_better_of_clone_and_fine_tuned(policy, clone_state, data, config)
     return TrainResult(policy=policy, curves=curves, config=config, warm_start=warm_start, selection=selection,
-                       steps=steps, seconds=time.perf_counter() - started, episodes=episodes)
+                       steps=steps, seconds=seconds, episodes=episodes)
 
 
 def keep_better_of_clone_and_fine_tuned(policy: MarketPolicy, clone_state: dict, data: MarketData,
@@ -224,6 +225,7 @@ def keep_better_of_clone_and_fine_tuned(policy: MarketPolicy, clone_state: dict,
         greedy = GreedyPolicy(policy).eval()
         return int(play(data, "train", lambda obs, live, env: greedy(obs, live), config.rules, markets=sample)["pnl_cents"].sum())
 
+    started = time.perf_counter()
     fine_tuned_cents = score()
     fine_tuned_state = copy.deepcopy(policy.state_dict())
     policy.load_state_dict(clone_state)
@@ -231,7 +233,8 @@ def keep_better_of_clone_and_fine_tuned(policy: MarketPolicy, clone_state: dict,
     kept = "fine_tuned" if fine_tuned_cents > clone_cents else "clone"
     if kept == "fine_tuned":
         policy.load_state_dict(fine_tuned_state)
-    return {"markets": len(sample), "clone_cents": clone_cents, "fine_tuned_cents": fine_tuned_cents, "kept": kept}
+    return {"markets": len(sample), "clone_cents": clone_cents, "fine_tuned_cents": fine_tuned_cents, "kept": kept,
+            "seconds": time.perf_counter() - started}
 
 
 def save_learning_curves(curves: list[dict], path: Path) -> Path:
