@@ -90,7 +90,7 @@ def test_trained_policy_beats_the_baselines_on_test_markets(default_store):
 
     data = load_market_data(default_store)
     # A step budget, not a time budget, so the result does not depend on the machine's speed.
-    summary = run_training(default_store, PPOConfig(seed=7, total_steps=128 * 64 * 40), data=data)
+    summary = run_training(default_store, PPOConfig(seed=7, total_steps=128 * 64 * 40, warm_start_batches=400), data=data)
     report = run_validation(default_store, "test", data=data)
     table = {row["strategy"]: row for row in report["table"]}
     print(Path(report["report"]).read_text(), summary["warm_start"], summary["selection"])  # shown with -s / on failure
