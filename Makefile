@@ -27,10 +27,11 @@ demo: $(STAMP) $(MANIFEST)
 	$(BIN)/kfs demo
 
 test: $(STAMP) $(MANIFEST)
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not quality"
 
-# The policy's edge on the 25 test markets of the default universe alone (simulate, ingest, features,
-# train, evaluate: about 6 minutes); `make test` runs it too.
+# The policy's edge on the 25 test markets of the default universe (simulate, ingest, features, train,
+# evaluate: about 6 minutes). Not in `make test` yet: next to it on the second worker, the overlapping
+# backfill test hit a race (a JSON file read while being written); see the issue notes.
 quality: $(STAMP) $(MANIFEST)
 	$(BIN)/python -m pytest -q -s -p no:logging -m quality tests/test_training_quality.py
 
