@@ -145,6 +145,17 @@ def _set_level(deltas, n, book, side, price, new_size, session, ts, seq):
 
 
 @numba.njit(cache=True)
+def _requote_level(deltas, n, book, side, price, depth, session, ts, seq):
+    """Give an existing level an ordinary size for its depth; returns (rows written, sequence number)."""
+    if price >= 1 and book[price] > 0:
+        size = _level_size(depth)
+        if size != book[price]:
+            seq += 1
+            n = _set_level(deltas, n, book, side, price, size, session, ts, seq)
+    return n, seq
+
+
+@numba.njit(cache=True)
 def simulate_market(
     seed, tick_ms, session_of_tick, session_ids, x0, sigma, outcome_known_ms, spread, signal, trade_prob,
     sweep_prob, news_prob, delta_capacity,
@@ -343,16 +354,8 @@ def simulate_market(
                 # After news the liquidity that leaned its way is spent or pulled: the levels behind the new
                 # best are re-quoted at ordinary sizes (only the planted lean ever made them unusual).
                 for d in range(1, MAX_DEPTH + 1):
-                    if bt - d >= 1 and yes[bt - d] > 0:
-                        size = _level_size(d)
-                        if size != yes[bt - d]:
-                            seq += 1
-                            n_d = _set_level(deltas, n_d, yes, SIDE_YES, bt - d, size, session, ts, seq)
-                    if 100 - at - d >= 1 and no[100 - at - d] > 0:
-                        size = _level_size(d)
-                        if size != no[100 - at - d]:
-                            seq += 1
-                            n_d = _set_level(deltas, n_d, no, SIDE_NO, 100 - at - d, size, session, ts, seq)
+                    n_d, seq = _requote_level(deltas, n_d, yes, SIDE_YES, bt - d, d, session, ts, seq)
+                    n_d, seq = _requote_level(deltas, n_d, no, SIDE_NO, 100 - at - d, d, session, ts, seq)
             last_ts = ts
             continue
 
