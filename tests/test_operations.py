@@ -133,6 +133,39 @@ def test_hostile_table_names_and_values_are_quoted_not_executed(pg_dsn, tmp_path
         ingest_partition(pg_dsn, "trades", date(2026, 4, 1), Lake(tmp_path), SourceTables(trades="a.b.c"))
 
 
+def test_a_manifest_reparse_never_shows_readers_half_a_manifest(tmp_path, monkeypatch):
+    """`dagster dev` re-parses the dbt project while other processes (a `kfs materialize`) load the
+    definitions; in-place `dbt parse` writes let about one read in ten see a truncated manifest."""
+    import threading
+
+    import orjson
+
+    from orchestration.dbt_project import parse_manifest
+
+    monkeypatch.setenv("KFS_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("KFS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    target = tmp_path / "target"
+    manifest = parse_manifest(target)
+    reparsed = threading.Event()
+
+    def reparse_twice():
+        try:
+            parse_manifest(target)
+            parse_manifest(target)
+        finally:
+            reparsed.set()
+
+    reparser = threading.Thread(target=reparse_twice)
+    reparser.start()
+    reads = 0
+    while not reparsed.is_set():
+        assert orjson.loads(manifest.read_bytes())["metadata"]["project_name"] == "kfs"
+        reads += 1
+    reparser.join()
+    assert reads > 100
+    assert sorted(p.name for p in target.iterdir()) == ["manifest.json", "partial_parse.msgpack"]
+
+
 def test_two_overlapping_backfills_at_once_finish_without_lock_errors(small_universe, tmp_path):
     """Two `kfs materialize` processes over overlapping ranges, same lake and warehouse, started together."""
     import os
