@@ -46,11 +46,12 @@ def parse_manifest(target_dir: Path | None = None) -> Path:
     re-parses would read half a manifest; after a rename a reader sees the old file or the new one."""
     target_dir = target_dir or dbt_project.manifest_path.parent
     target_dir.mkdir(parents=True, exist_ok=True)
+    prepare_dbt_environment()
     scratch = Path(tempfile.mkdtemp(prefix=".parse-", dir=target_dir))
     try:
         subprocess.run([DBT_EXECUTABLE, "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
                         "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(scratch)],
-                       check=True, env={**os.environ, **prepare_dbt_environment()})
+                       check=True)
         for name in _PARSE_ARTIFACTS:
             if (scratch / name).exists():
                 os.replace(scratch / name, target_dir / name)
@@ -63,7 +64,7 @@ def ensure_manifest() -> Path:
     """The manifest the dbt assets are built from: re-parsed under `dagster dev` (to pick up model edits,
     as dagster-dbt's `prepare_if_dev` would, but atomically), parsed once if missing (a fresh clone);
     `make` rebuilds it when models change."""
-    prepare_dbt_environment()
+    prepare_dbt_environment()  # profiles.yml reads the paths, when the dbt assets run as well
     if using_dagster_dev() or not dbt_project.manifest_path.exists():
         parse_manifest()
     return dbt_project.manifest_path
