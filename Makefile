@@ -44,8 +44,11 @@ bench: $(STAMP) $(MANIFEST)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/kfs bench
 
+# Everything generated from the Python owners: data dictionary, dbt contract, README settings table.
 docs: $(STAMP)
 	$(BIN)/python -m features.store > docs/data_dictionary.md
+	$(BIN)/python -m orchestration.dbt_contract
+	$(BIN)/python -m core.settings --readme README.md
 
 stop: $(STAMP)
 	$(BIN)/kfs pg stop

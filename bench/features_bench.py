@@ -15,34 +15,35 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
-import psycopg
-from psycopg import sql
+
+from bench.results_io import Result, print_results, write_results
+from bench.universe import drop_schema, ingest_days, simulate_into
+from core.catalog import Lake
+from features.events import (
+    build_event_features,
+    compute_event_features,
+    load_markets,
+    load_raw,
+)
+from features.replay import merge_book_events, replay
+from features.resolution import build_resolution_history
+from source.pg_server import source_dsn
+from source.simulator import SimulationConfig
+from tests.reference.features import reference_features
+from tests.reference.replay import replay_events
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench.ingest_bench import SCHEMA, bench_tables, simulate_default  # noqa: E402
-from bench.results_io import Result, print_results, write_results  # noqa: E402
-from features.events import (  # noqa: E402
-    build_event_features, compute_event_features, load_markets, load_raw, resolution_history)
-from features.replay import merge_book_events, replay  # noqa: E402
-from ingest.db import resolve_dsn  # noqa: E402
-from ingest.extract import ingest_markets, ingest_partition  # noqa: E402
-from ingest.streams import PARTITIONED_STREAMS  # noqa: E402
-from kfs.lake import Lake  # noqa: E402
-from tests.reference.features import reference_features  # noqa: E402
-from tests.reference.replay import replay_events  # noqa: E402
+SCHEMA = "kfs_bench_features"
 
 ONE_CORE_SCRIPT = """
 import json, os, sys, time
 from datetime import date
 from features.events import load_raw, load_markets, market_meta, stream_core_features
 from features.replay import merge_book_events, replay
-from kfs.lake import Lake
+from core.catalog import Lake
 lake, first, last = Lake(sys.argv[1]), date.fromisoformat(sys.argv[2]), date.fromisoformat(sys.argv[3])
 snapshots, deltas = load_raw(lake, "snapshots", first, last), load_raw(lake, "deltas", first, last)
 trades, meta = load_raw(lake, "trades", first, last), market_meta(load_markets(lake))
@@ -61,14 +62,9 @@ print(json.dumps({"events": core.height, "core_s": best_core, "with_merge_s": be
 
 
 def ingest_demo_universe(dsn: str, lake: Lake):
-    tables = bench_tables()
-    config, _, _ = simulate_default(dsn, tables)
-    days = [config.start + timedelta(days=i) for i in range(config.days)]
-    for day in days:
-        for stream in PARTITIONED_STREAMS:
-            ingest_partition(dsn, stream, day, lake, tables)
-    ingest_markets(dsn, lake, tables)
-    return days
+    config = SimulationConfig()
+    tables, _ = simulate_into(dsn, SCHEMA, config)
+    return ingest_days(dsn, tables, lake, config, extra_days=0)
 
 
 def reference_events_per_second(lake: Lake, first, last, markets: int = 3, sample: int = 150) -> float:
@@ -76,7 +72,7 @@ def reference_events_per_second(lake: Lake, first, last, markets: int = 3, sampl
     rng = random.Random(7)
     snapshots, deltas = load_raw(lake, "snapshots", first, last), load_raw(lake, "deltas", first, last)
     trades, all_markets = load_raw(lake, "trades", first, last), load_markets(lake)
-    settled = resolution_history(lake, all_markets, last).to_dicts()
+    settled = build_resolution_history(lake).to_dicts()
     tickers = sorted(set(deltas["market_ticker"].unique().to_list()))
     replay_seconds = feature_seconds = 0.0
     replayed = featured = 0
@@ -127,7 +123,7 @@ def scaling(lake: Lake, first, last) -> tuple[float, int, int]:
     """Time for the whole universe against half of its markets, normalised to exactly twice the events."""
     snapshots, deltas = load_raw(lake, "snapshots", first, last), load_raw(lake, "deltas", first, last)
     trades, markets = load_raw(lake, "trades", first, last), load_markets(lake)
-    history = resolution_history(lake, markets, last)
+    history = build_resolution_history(lake)
     tickers = sorted(deltas["market_ticker"].unique().to_list())
     half = set(tickers[::2])
     subset = (snapshots.filter(pl.col("market_ticker").is_in(half)), deltas.filter(pl.col("market_ticker").is_in(half)))
@@ -139,7 +135,7 @@ def scaling(lake: Lake, first, last) -> tuple[float, int, int]:
 
 
 def main() -> list[Result]:
-    dsn = resolve_dsn()
+    dsn = source_dsn()
     lake_dir = Path(tempfile.mkdtemp(prefix="kfs-bench-features-"))
     lake = Lake(lake_dir)
     try:
@@ -163,8 +159,7 @@ def main() -> list[Result]:
         core = json.loads(one_core.stdout.strip().splitlines()[-1])
     finally:
         shutil.rmtree(lake_dir, ignore_errors=True)
-        with psycopg.connect(dsn) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
+        drop_schema(dsn, SCHEMA)
     results = [
         Result("all_features_events_per_s", production_rate, "events/s", "reference_python_events_per_s",
                reference_rate, production_rate / reference_rate, ">= 100"),

@@ -7,7 +7,6 @@ with them. Both are run alternately, best of N, in the same process, because the
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -16,36 +15,24 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.results_io import Result, print_results, write_results  # noqa: E402
-from ingest.db import resolve_dsn  # noqa: E402
-from ingest.extract import day_bounds_ms, ingest_partition, partition_query  # noqa: E402
-from ingest.schema import create_source_tables, drop_source_tables  # noqa: E402
-from ingest.simulator import SimulationConfig, simulate  # noqa: E402
-from ingest.streams import PARTITIONED_STREAMS  # noqa: E402
-from kfs.config import SourceTables  # noqa: E402
-from kfs.lake import Lake  # noqa: E402
+from bench.results_io import Result, print_results, write_results
+from bench.universe import drop_schema, simulate_into
+from core.catalog import Lake
+from core.settings import SourceTables
+from ingest.extract import day_bounds_ms, ingest_partition, partition_query
+from ingest.streams import PARTITIONED_STREAMS
+from source.pg_server import source_dsn
+from source.simulator import SimulationConfig
 
 SCHEMA = "kfs_bench"
 ROUNDS = 3
 
 
-def bench_tables() -> SourceTables:
-    return SourceTables(**{k: f"{SCHEMA}.{v}" for k, v in SourceTables().__dict__.items()})
-
-
-def simulate_default(dsn: str, tables: SourceTables) -> tuple[SimulationConfig, int, float]:
+def simulate_default(dsn: str) -> tuple[SimulationConfig, SourceTables, int, float]:
     config = SimulationConfig()
-    with psycopg.connect(dsn) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
-        drop_source_tables(conn, tables)
-        create_source_tables(conn, tables)
-        started = time.perf_counter()
-        summary = simulate(conn, tables, config, first_session_id=1)
-        seconds = time.perf_counter() - started
-        conn.execute("ANALYZE")
-    return config, summary.snapshots + summary.deltas + summary.trades, seconds
+    started = time.perf_counter()
+    tables, summary = simulate_into(dsn, SCHEMA, config)
+    return config, tables, summary.book_events + summary.trades, time.perf_counter() - started
 
 
 def drain_all(dsn: str, tables: SourceTables, days) -> tuple[int, float]:
@@ -75,9 +62,8 @@ def ingest_all(dsn: str, tables: SourceTables, days, lake: Lake) -> tuple[int, f
 
 
 def main() -> list[Result]:
-    dsn = resolve_dsn()
-    tables = bench_tables()
-    config, simulated_rows, simulate_s = simulate_default(dsn, tables)
+    dsn = source_dsn()
+    config, tables, simulated_rows, simulate_s = simulate_default(dsn)
     days = [config.start + timedelta(days=i) for i in range(config.days)]
     lake_dir = Path(tempfile.mkdtemp(prefix="kfs-bench-lake-"))
     drains, ingests = [], []
@@ -87,8 +73,7 @@ def main() -> list[Result]:
             ingests.append(ingest_all(dsn, tables, days, Lake(lake_dir)))
     finally:
         shutil.rmtree(lake_dir, ignore_errors=True)
-        with psycopg.connect(dsn) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
+        drop_schema(dsn, SCHEMA)
     drained_rows, drain_s = min(drains, key=lambda r: r[1])
     ingested_rows, ingest_s = min(ingests, key=lambda r: r[1])
     assert drained_rows == ingested_rows, (drained_rows, ingested_rows)

@@ -1,15 +1,27 @@
-"""`make bench`: every benchmark script, each writing bench/results/<name>.json."""
+"""`make bench` / `kfs bench [NAME...]`: every benchmark, each writing bench/results/<name>.json.
+
+Run as a module from the repository root (`python -m bench.run_all`), so `bench` and the test oracles in
+`tests.reference` import as packages without path edits.
+"""
 
 from __future__ import annotations
 
-import runpy
+import importlib
 import sys
-from pathlib import Path
 
-BENCHES = ["ingest_bench.py", "features_bench.py", "training_bench.py"]
+BENCHES = ("ingest", "features", "training")
+
+
+def run_benchmarks(names: list[str] | tuple[str, ...] = ()) -> None:
+    unknown = sorted(set(names) - set(BENCHES))
+    if unknown:
+        raise ValueError(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    for name in names or BENCHES:
+        importlib.import_module(f"bench.{name}_bench").main()
+
 
 if __name__ == "__main__":
-    here = Path(__file__).resolve().parent
-    selected = sys.argv[1:] or BENCHES
-    for script in selected:
-        runpy.run_path(str(here / script), run_name="__main__")
+    try:
+        run_benchmarks(sys.argv[1:])
+    except ValueError as error:
+        sys.exit(f"kfs bench: error: {error}")

@@ -1,34 +1,33 @@
-"""Training-stack speed (issue: train, validate, publish), on the demo universe's feature store.
+"""Training-stack speed on a simulated universe's feature store (built here; needs nothing else).
 
 - simulator slot-steps/s on one thread (random actions, 256 episodes in a batch);
 - PPO environment steps/s end to end (rollout + update) on one thread, against Stable-Baselines3 PPO on
   the same simulator through the Gymnasium wrapper, in the same run;
 - inference latency p50/p99 (batch 1, one thread) of the scripted int8 and fp32 policies.
-Needs the feature store of `make demo` (lake/features); install the extra with `pip install -e .[bench]`.
+Install the extra with `pip install -e .[bench]` (`make bench` does).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
-from pathlib import Path
+from datetime import date
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench.results_io import Result, print_results, write_results
+from bench.universe import feature_store
+from source.simulator import SimulationConfig
+from training.env import BatchedMarketEnv
+from training.episodes import build_episode, curriculum_stage
+from training.market_data import load_market_data
+from training.policy import build_policy
+from training.ppo import Budget, PPOConfig, run_ppo
+from training.publish import latency_us, script_fp32, script_int8
+from training.spaces import MAX_SLOTS
 
-from bench.results_io import Result, print_results, write_results  # noqa: E402
-from kfs.lake import Lake  # noqa: E402
-from training.env import BatchedMarketEnv  # noqa: E402
-from training.episodes import MAX_SLOTS, build_episode, curriculum_stage  # noqa: E402
-from training.market_data import load_market_data  # noqa: E402
-from training.ppo import PPOConfig, make_policy, train  # noqa: E402
-from training.publish import latency_us, script_fp32, script_int8  # noqa: E402
-
-
+UNIVERSE = SimulationConfig(markets=120, days=3, seed=3, start=date(2026, 6, 1))
 def simulator_slot_steps(data, n_envs: int = 256, steps: int = 400) -> float:
     rng = np.random.default_rng(0)
     env = BatchedMarketEnv(data, lambda _: build_episode(data, rng, curriculum_stage(0.99)), n_envs)
@@ -53,30 +52,36 @@ def sb3_steps_per_second(data, steps: int = 4096) -> float:
     return steps / (time.perf_counter() - started)
 
 
+def ppo_steps_per_second(data, steps: int = 128 * 64 * 8) -> float:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    env = BatchedMarketEnv(data, lambda _: build_episode(data, rng, curriculum_stage(0.99)), 128)
+    policy = build_policy(data.feature_names, data.mean, data.std)
+    return run_ppo(policy, env, PPOConfig(), Budget(steps)).steps_per_second
+
+
 def main() -> list[Result]:
-    lake = Lake()
-    if not any((lake.root / "features" / "events").glob("date=*/*.parquet")):
-        raise SystemExit(f"no feature store under {lake.root}: run `make demo` first")
-    data = load_market_data(lake)
+    with feature_store(UNIVERSE, "kfs_bench_training") as lake:
+        data = load_market_data(lake)
     torch.set_num_threads(1)
     slot_steps = simulator_slot_steps(data)
-    ours = train(data, PPOConfig(threads=1, seed=0, total_steps=128 * 64 * 8, warm_start_batches=0))
+    ours = ppo_steps_per_second(data)
     theirs = sb3_steps_per_second(data)
     torch.set_num_threads(1)
-    policy = make_policy(data).eval()
+    policy = build_policy(data.feature_names, data.mean, data.std).eval()
     int8 = latency_us(script_int8(policy), len(data.feature_names), calls=3000)
     fp32 = latency_us(script_fp32(policy), len(data.feature_names), calls=3000)
     results = [
         Result("simulator_slot_steps_per_s_one_thread", slot_steps, "slot-steps/s", target="batched, 256 episodes"),
-        Result("ppo_env_steps_per_s_one_thread", ours.steps_per_second, "steps/s", "sb3_ppo_gymnasium_steps_per_s",
-               theirs, ours.steps_per_second / theirs, ">= 20"),
+        Result("ppo_env_steps_per_s_one_thread", ours, "steps/s", "sb3_ppo_gymnasium_steps_per_s",
+               theirs, ours / theirs, ">= 20"),
         Result("int8_inference_p50", int8["p50_us"], "us", "fp32_scripted_p50", fp32["p50_us"],
                int8["p50_us"] / fp32["p50_us"]),
         Result("int8_inference_p99", int8["p99_us"], "us", "fp32_scripted_p99", fp32["p99_us"],
                int8["p99_us"] / fp32["p99_us"], "<= 1000 us"),
     ]
     write_results("training.json", results)
-    print_results("training (demo universe feature store)", results)
+    print_results(f"training ({UNIVERSE.markets} markets x {UNIVERSE.days} days feature store)", results)
     return results
 
 

@@ -13,17 +13,11 @@ import math
 import numba
 import numpy as np
 
-ORDERBOOK_COLUMNS = (
-    "ob_yes_mid_prob", "ob_no_mid_prob", "ob_mid_deviation", "ob_yes_spread_prob", "ob_yes_relative_spread",
-    "ob_no_relative_spread", "ob_yes_depth_imbalance", "ob_no_depth_imbalance", "ob_distance_from_certainty",
-    "ob_yes_no_inconsistency", "ob_log_depth5", "ob_traded_volume_norm",
-)
-TEMPORAL_COLUMNS = (
-    "tm_log_seconds_since_prev", "tm_events_10s_rate", "tm_events_1m_rate", "tm_events_5m_rate", "tm_burst",
-    "tm_active", "tm_quiet", "tm_activity_acceleration", "tm_log_hours_to_close", "tm_final_hour", "tm_final_6h",
-    "tm_final_day", "tm_hour_sin", "tm_hour_cos", "tm_dow_sin", "tm_dow_cos",
-)
-BOOK_FEATURE_COLUMNS = ORDERBOOK_COLUMNS + TEMPORAL_COLUMNS
+from features.schema import columns_of
+
+# The kernel writes the orderbook then the temporal group, each in the order features/schema.py lists
+# them (row k of the output is BOOK_FEATURE_COLUMNS[k]); the oracle test catches any mismatch.
+BOOK_FEATURE_COLUMNS = tuple(c.name for c in (*columns_of("orderbook"), *columns_of("temporal")))
 NO_CLOSE = np.iinfo(np.int64).min  # close time unknown
 _LOG_DEPTH_SCALE = math.log1p(1e6)
 _LOG_VOLUME_SCALE = math.log1p(1e4)

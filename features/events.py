@@ -10,37 +10,26 @@ books (sessions started earlier) and trailing windows are complete at the first 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 
-import numpy as np
 import polars as pl
 
+from core.catalog import Lake
+from core.markets import CATEGORIES
+from core.settings import settings
 from features import windows
 from features.book_features import BOOK_FEATURE_COLUMNS, NO_CLOSE, book_features_kernel
 from features.replay import KIND_SNAPSHOT, ReplayCounts, merge_book_events, replay
-from features.schema import CATEGORIES, EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
-from kfs.lake import Lake, write_parquet_atomic
+from features.resolution import (
+    category_expr,
+    read_resolution_history,
+    resolution_columns,
+)
+from features.schema import EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
+from ingest.streams import MARKETS, PARTITIONED_STREAMS
 
-DEFAULT_LOOKBACK_DAYS = 3
-MS_PER_HOUR = 3_600_000
 _DTYPES = {"str": pl.String, "i64": pl.Int64, "i16": pl.Int16, "bool": pl.Boolean, "f64": pl.Float64}
-_RAW_SCHEMAS = {
-    "snapshots": {"id": pl.Int64, "session_id": pl.Int64, "market_ticker": pl.String, "timestamp_ms": pl.Int64,
-                  "sequence_number": pl.Int64, "yes_bid_prices": pl.List(pl.Int64), "yes_bid_sizes": pl.List(pl.Int64),
-                  "no_bid_prices": pl.List(pl.Int64), "no_bid_sizes": pl.List(pl.Int64)},
-    "deltas": {"id": pl.Int64, "session_id": pl.Int64, "market_ticker": pl.String, "timestamp_ms": pl.Int64,
-               "sequence_number": pl.Int64, "side": pl.String, "action": pl.String, "price": pl.Int64,
-               "old_size": pl.Int64, "new_size": pl.Int64},
-    "trades": {"id": pl.Int64, "trade_id": pl.String, "market_ticker": pl.String, "yes_price": pl.Int64,
-               "no_price": pl.Int64, "count": pl.Int64, "taker_side": pl.String, "ts": pl.Int64,
-               "received_at": pl.Int64},
-}
-
-
-def lookback_days() -> int:
-    return int(os.environ.get("KFS_REPLAY_LOOKBACK_DAYS", DEFAULT_LOOKBACK_DAYS))
 
 
 @dataclass
@@ -61,88 +50,17 @@ def day_start_ms(day: date) -> int:
 
 def load_raw(lake: Lake, stream: str, first: date, last: date) -> pl.DataFrame:
     """Clean raw rows of the days [first, last] that have been ingested (quarantined rows never come here)."""
-    paths = [lake.raw_partition(stream, first + timedelta(days=i)) for i in range((last - first).days + 1)]
-    paths = [p for p in paths if p.exists()]
+    schema = PARTITIONED_STREAMS[stream].lake_schema
+    paths = lake.partition_files(f"raw_{stream}", first, last)
     if not paths:
-        return pl.DataFrame(schema=_RAW_SCHEMAS[stream])
-    return pl.concat([pl.read_parquet(p) for p in paths]).cast(_RAW_SCHEMAS[stream])
+        return pl.DataFrame(schema=schema)
+    return pl.concat([lake.read_parquet(p) for p in paths]).cast(schema)
 
 
 def load_markets(lake: Lake) -> pl.DataFrame:
-    if not lake.raw_markets().exists():
-        return pl.DataFrame(schema={"ticker": pl.String, "series_ticker": pl.String, "category": pl.String,
-                                    "open_ts": pl.Datetime("ms", "UTC"), "close_ts": pl.Datetime("ms", "UTC"),
-                                    "result": pl.String, "settled_ts": pl.Datetime("ms", "UTC")})
-    return pl.read_parquet(lake.raw_markets())
-
-
-def _epoch_ms(column: str) -> pl.Expr:
-    return pl.col(column).dt.epoch("ms")
-
-
-def resolution_history(lake: Lake, markets: pl.DataFrame, until: date) -> pl.DataFrame:
-    """Settled markets with their outcome and last traded YES price before close (for the Brier score)."""
-    settled = markets.filter(pl.col("result").is_in(["yes", "no"]) & pl.col("settled_ts").is_not_null()).select(
-        pl.col("ticker").alias("market_ticker"),
-        pl.col("category").str.to_lowercase().replace_strict(
-            {c: c for c in CATEGORIES}, default="other").alias("category"),
-        pl.col("series_ticker").fill_null("unknown"),
-        _epoch_ms("settled_ts").alias("settled_ms"),
-        _epoch_ms("close_ts").alias("close_ms"),
-        (pl.col("result") == "yes").cast(pl.Float64).alias("outcome"),
-    )
-    trade_paths = sorted(lake.raw_stream_dir("trades").glob("date=*/*.parquet"))
-    trade_paths = [p for p in trade_paths if date.fromisoformat(p.parent.name[5:]) <= until]
-    if trade_paths and settled.height:
-        last_trades = (
-            pl.scan_parquet(trade_paths).select("market_ticker", "ts", "id", "yes_price")
-            .join(settled.lazy().select("market_ticker", "close_ms"), on="market_ticker")
-            .filter(pl.col("close_ms").is_null() | (pl.col("ts") < pl.col("close_ms")))
-            .sort("market_ticker", "ts", "id")
-            .group_by("market_ticker").agg((pl.col("yes_price").last() / 100.0).alias("last_price_prob"))
-            .collect()
-        )
-        settled = settled.join(last_trades, on="market_ticker", how="left")
-    else:
-        settled = settled.with_columns(pl.lit(None, pl.Float64).alias("last_price_prob"))
-    return settled
-
-
-def _resolution_columns(frame: pl.DataFrame, history: pl.DataFrame, key: str, prefix: str) -> list[pl.Series]:
-    """YES rate, Brier score and confidence of the markets with the event's `key` settled strictly before
-    its time, in frame order. Per key value: cumulative sums over settlement times, then a binary search
-    per event (linear in events, no sort of the event table)."""
-    n = frame.height
-    yes_rate = np.full(n, 0.5)
-    brier = np.full(n, 0.25)
-    confidence = np.zeros(n)
-    values = frame[key].unique().sort().to_list()
-    event_codes = frame[key].replace_strict(values, list(range(len(values))), return_dtype=pl.Int32).to_numpy()
-    event_times = frame["event_time_ms"].to_numpy()
-    code_of = dict(zip(values, range(len(values))))
-    for value, settled in history.sort("settled_ms").group_by(key, maintain_order=True):
-        if value[0] not in code_of:
-            continue
-        rows = np.flatnonzero(event_codes == code_of[value[0]])
-        if rows.size == 0:
-            continue
-        times = settled["settled_ms"].to_numpy()
-        outcome = settled["outcome"].to_numpy()
-        price = settled["last_price_prob"].to_numpy()
-        priced = ~np.isnan(price)
-        cum_n = np.concatenate([[0], np.arange(1, times.size + 1)])
-        cum_yes = np.concatenate([[0.0], np.cumsum(outcome)])
-        cum_brier = np.concatenate([[0.0], np.cumsum(np.where(priced, (price - outcome) ** 2, 0.0))])
-        cum_priced = np.concatenate([[0], np.cumsum(priced)])
-        before = np.searchsorted(times, event_times[rows], side="left")  # settled_ms < t
-        seen = before > 0
-        count = cum_n[before]
-        yes_rate[rows[seen]] = cum_yes[before[seen]] / count[seen]
-        with_price = cum_priced[before] > 0
-        brier[rows[with_price]] = cum_brier[before[with_price]] / cum_priced[before[with_price]]
-        confidence[rows] = count / (count + 10.0)
-    return [pl.Series(f"{prefix}_yes_rate", yes_rate), pl.Series(f"{prefix}_brier", brier),
-            pl.Series(f"{prefix}_confidence", confidence)]
+    if not lake.exists(lake.raw_markets()):
+        return pl.DataFrame(schema=MARKETS.lake_schema)
+    return lake.read_parquet(lake.raw_markets())
 
 
 def stream_core_features(book: pl.DataFrame, trades: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
@@ -178,10 +96,9 @@ def stream_core_features(book: pl.DataFrame, trades: pl.DataFrame, meta: pl.Data
 def market_meta(markets: pl.DataFrame) -> pl.DataFrame:
     return markets.select(
         pl.col("ticker").alias("market_ticker"),
-        pl.col("category").str.to_lowercase().replace_strict({c: c for c in CATEGORIES}, default="other")
-        .fill_null("other").alias("category"),
+        category_expr().alias("category"),
         pl.col("series_ticker").fill_null("unknown"),
-        _epoch_ms("open_ts").alias("open_ms"), _epoch_ms("close_ts").alias("close_ms"),
+        pl.col("open_ts").dt.epoch("ms").alias("open_ms"), pl.col("close_ts").dt.epoch("ms").alias("close_ms"),
     )
 
 
@@ -224,15 +141,15 @@ def compute_event_features(book: pl.DataFrame, trades: pl.DataFrame, markets: pl
         .otherwise(0.5).fill_null(0.5).alias("md_lifecycle_position"),
         (pl.col("volume_so_far").cast(pl.Float64).log1p() / math.log1p(1e6)).clip(upper_bound=1.0).alias("md_volume_used"),
     )
-    frame = frame.with_columns(*_resolution_columns(frame, history, "category", "rs_category"),
-                               *_resolution_columns(frame, history, "series_ticker", "rs_series"))
+    frame = frame.with_columns(*resolution_columns(frame, history, "category", "rs_category"),
+                               *resolution_columns(frame, history, "series_ticker", "rs_series"))
     return frame.select(pl.col(c.name).cast(_DTYPES[c.dtype]) for c in EVENT_COLUMNS)
 
 
 def build_event_features(lake: Lake, first: date, last: date, lookback: int | None = None
                          ) -> tuple[pl.DataFrame, ReplayCounts]:
     """Feature rows for events with timestamps in the days [first, last]."""
-    lookback = lookback_days() if lookback is None else lookback
+    lookback = settings().replay_lookback_days if lookback is None else lookback
     load_from = first - timedelta(days=lookback)
     snapshots = load_raw(lake, "snapshots", load_from, last)
     deltas = load_raw(lake, "deltas", load_from, last)
@@ -240,15 +157,11 @@ def build_event_features(lake: Lake, first: date, last: date, lookback: int | No
     markets = load_markets(lake)
     events, levels = merge_book_events(snapshots, deltas)
     book, counts = replay(events, levels)
-    history = resolution_history(lake, markets, last)
+    history = read_resolution_history(lake)
     features = compute_event_features(book, trades, markets, history)
     in_range = features.filter(
         (pl.col("timestamp_ms") >= day_start_ms(first)) & (pl.col("timestamp_ms") < day_start_ms(last + timedelta(days=1))))
     return in_range, counts
-
-
-def event_partition_path(lake: Lake, day: date | str):
-    return lake.root / "features" / "events" / f"date={day if isinstance(day, str) else day.isoformat()}" / "part-00000.parquet"
 
 
 def write_event_partitions(lake: Lake, features: pl.DataFrame, first: date, last: date) -> dict[str, int]:
@@ -258,7 +171,7 @@ def write_event_partitions(lake: Lake, features: pl.DataFrame, first: date, last
     for i in range((last - first).days + 1):
         day = first + timedelta(days=i)
         part = with_day.filter(pl.col("_day") == day).drop("_day")
-        write_parquet_atomic(part, event_partition_path(lake, day), metadata={"kfs_schema_version": EVENTS_SCHEMA_VERSION})
+        lake.write_parquet(part, lake.event_partition(day), metadata={"kfs_schema_version": EVENTS_SCHEMA_VERSION})
         rows[day.isoformat()] = part.height
     return rows
 

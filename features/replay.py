@@ -17,7 +17,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from kfs.book import top_depth
+from core.ladder import best_after_update, best_price, top_depth
 
 KIND_SNAPSHOT, KIND_DELTA = 0, 1
 SIDE_YES, SIDE_NO = 0, 1
@@ -32,14 +32,6 @@ class ReplayCounts:
     invalid_events: int = 0
     crossed_events: int = 0
     out_of_order_timestamps: int = 0
-
-
-@numba.njit(cache=True)
-def _rescan(ladder, start):
-    p = start
-    while p >= 1 and ladder[p] == 0:
-        p -= 1
-    return p  # 0 = side empty
 
 
 @numba.njit(cache=True)
@@ -87,8 +79,8 @@ def replay_kernel(group_id, kind, sequence, side, price, new_size, level_offset,
                     yes[level_price[j]] = level_size[j]
                 else:
                     no[level_price[j]] = level_size[j]
-            best_yes = _rescan(yes, 99)
-            best_no = _rescan(no, 99)
+            best_yes = best_price(yes)
+            best_no = best_price(no)
             valid = True
             seen_snapshot = True
         else:
@@ -101,16 +93,10 @@ def replay_kernel(group_id, kind, sequence, side, price, new_size, level_offset,
             size = new_size[i]
             if side[i] == SIDE_YES:
                 yes[p] = size
-                if size > 0 and p > best_yes:
-                    best_yes = p
-                elif size == 0 and p == best_yes:
-                    best_yes = _rescan(yes, p)
+                best_yes = best_after_update(yes, best_yes, p, size)
             else:
                 no[p] = size
-                if size > 0 and p > best_no:
-                    best_no = p
-                elif size == 0 and p == best_no:
-                    best_no = _rescan(no, p)
+                best_no = best_after_update(no, best_no, p, size)
         last_seq = sequence[i]
         best_yes_bid[i] = best_yes
         best_no_bid[i] = best_no

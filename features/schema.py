@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.markets import CATEGORIES
+
 EVENTS_SCHEMA_VERSION = "1.1.0"
-CATEGORIES = ("sports", "politics", "economics", "climate", "crypto", "other")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Volatility classes and the frozen market-level train/validation/test split (DESIGN.md section 4).
 
 Volatility of a market = population standard deviation of its YES mid probability over its events
-in the feature store: stable < 0.1 <= moderate < 0.3 <= volatile (computed by the dbt model
-`market_categories`; `volatility_class` here is the same rule for Python callers).
+in the feature store: stable < 0.1 <= moderate < 0.3 <= volatile. The thresholds and split shares are
+defined here and handed to dbt (`orchestration.dbt_contract` renders them into the macros that the
+dbt model `market_categories` and the split-share test call); the class itself is computed by that
+model and read back here through the catalog.
 
 The split is by market, never by row, 250/25/25 per 300 markets, stratified by volatility class and
 deterministic from a seed. It is frozen in a registry: a market keeps its split forever, and markets
@@ -18,8 +20,8 @@ from datetime import date
 
 import polars as pl
 
-from kfs.lake import Lake, write_parquet_atomic
-from kfs.locks import exclusive
+from core.catalog import Lake
+from core.locks import exclusive
 
 STABLE_BELOW = 0.1
 VOLATILE_FROM = 0.3
@@ -29,17 +31,6 @@ SHARES = {"train": 250 / 300, "validation": 25 / 300, "test": 25 / 300}
 DEFAULT_SPLIT_SEED = 20261122
 REGISTRY_SCHEMA = {"market_ticker": pl.String, "split": pl.String, "volatility_class": pl.String,
                    "assigned_on": pl.Date, "seed": pl.Int64}
-
-
-def volatility_class(std: float) -> str:
-    if std < STABLE_BELOW:
-        return "stable"
-    return "moderate" if std < VOLATILE_FROM else "volatile"
-
-
-def volatility_class_expr(column: str = "volatility") -> pl.Expr:
-    return (pl.when(pl.col(column) < STABLE_BELOW).then(pl.lit("stable"))
-            .when(pl.col(column) < VOLATILE_FROM).then(pl.lit("moderate")).otherwise(pl.lit("volatile")))
 
 
 def _hash_rank(seed: int, ticker: str) -> str:
@@ -82,32 +73,24 @@ def assign_splits(registry: pl.DataFrame, classes: pl.DataFrame, assigned_on: da
     return pl.concat([registry, pl.DataFrame(rows, schema=REGISTRY_SCHEMA)]).sort("market_ticker")
 
 
-def registry_path(lake: Lake):
-    return lake.root / "splits" / "registry.parquet"
-
-
 def read_registry(lake: Lake) -> pl.DataFrame:
-    path = registry_path(lake)
-    return pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=REGISTRY_SCHEMA)
-
-
-def categories_path(lake: Lake):
-    return lake.root / "features" / "market_categories" / "market_categories.parquet"
+    path = lake.location("split_registry")
+    return lake.read_parquet(path) if lake.exists(path) else pl.DataFrame(schema=REGISTRY_SCHEMA)
 
 
 def read_market_categories(lake: Lake) -> pl.DataFrame:
-    """Volatility class per market, as the dbt model `market_categories` wrote it."""
-    path = categories_path(lake)
-    if not path.exists():
+    """Volatility class per market, as the dbt hand-off model `market_categories` wrote it."""
+    path = lake.location("market_categories")
+    if not lake.exists(path):
         raise FileNotFoundError(f"{path} is missing: build the dbt model market_categories first")
-    return pl.read_parquet(path).select("market_ticker", "volatility_class")
+    return lake.read_parquet(path).select("market_ticker", "volatility_class")
 
 
 def update_registry(lake: Lake, classes: pl.DataFrame, assigned_on: date, seed: int = DEFAULT_SPLIT_SEED) -> pl.DataFrame:
     with exclusive("split_registry"):  # read-modify-write: two runs at once must not both append
         registry = assign_splits(read_registry(lake), classes, assigned_on, seed)
         check_disjoint(registry)
-        write_parquet_atomic(registry, registry_path(lake))
+        lake.write_parquet(registry, lake.location("split_registry"))
     return registry
 
 

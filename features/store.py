@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 import polars as pl
 
+from core.catalog import DATASETS, Lake
 from features.schema import EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
 from features.splits import SPLITS, read_registry
-from kfs.lake import Lake
 
 _IDENTITY_ALWAYS = ("market_ticker", "timestamp_ms")
 
@@ -30,15 +29,6 @@ def _as_day(value: str | date | None, name: str) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise ValueError(f"{name} must be a date or 'YYYY-MM-DD', got {value!r}") from None
-
-
-def _event_files(lake: Lake, start: date | None, end: date | None) -> list[Path]:
-    files = []
-    for path in sorted((lake.root / "features" / "events").glob("date=*/part-00000.parquet")):
-        day = date.fromisoformat(path.parent.name.split("=", 1)[1])
-        if (start is None or day >= start) and (end is None or day <= end):
-            files.append(path)
-    return files
 
 
 def load_events(split: str | None = None, start: str | date | None = None, end: str | date | None = None,
@@ -56,11 +46,11 @@ def load_events(split: str | None = None, start: str | date | None = None, end: 
         unknown = sorted(set(columns) - set(known))
         if unknown:
             raise ValueError(f"unknown columns {unknown}; see features.store.data_dictionary()")
-    files = _event_files(lake, start, end)
+    files = lake.partition_files("features_events", start, end)
     if not files:
-        raise FileNotFoundError(f"no event features under {lake.root / 'features' / 'events'} for {start or '...'}"
+        raise FileNotFoundError(f"no event features under {lake.location('features_events')} for {start or '...'}"
                                 f" .. {end or '...'}: run `kfs materialize` first")
-    frame = pl.scan_parquet(files)
+    frame = lake.scan_parquet(files)
     if markets is not None:
         frame = frame.filter(pl.col("market_ticker").is_in(list(markets)))
     if split is not None:
@@ -78,10 +68,10 @@ def load_events(split: str | None = None, start: str | date | None = None, end: 
 def load_markets(lake: Lake | None = None) -> pl.DataFrame:
     """One row per market: metadata, statistics, volatility class, split (the dbt mart `markets`)."""
     lake = lake or Lake()
-    path = lake.root / "features" / "markets" / "markets.parquet"
-    if not path.exists():
+    path = lake.location("markets_mart")
+    if not lake.exists(path):
         raise FileNotFoundError(f"{path} is missing: run `kfs materialize` first")
-    return pl.read_parquet(path)
+    return lake.read_parquet(path)
 
 
 def data_dictionary() -> pl.DataFrame:
@@ -101,7 +91,7 @@ def data_dictionary_markdown() -> str:
         "",
         f"Generated from `features/schema.py` (schema version {EVENTS_SCHEMA_VERSION}); do not edit by hand,",
         "run `python -m features.store > docs/data_dictionary.md`. One row per (market, book event);",
-        "files: `lake/features/events/date=YYYY-MM-DD/part-00000.parquet`. Prices in cents, probabilities = cents / 100.",
+        f"files: `<lake>/{DATASETS['features_events'].glob()}`. Prices in cents, probabilities = cents / 100.",
         "",
     ]
     for group in ("identity", "book", "orderbook", "temporal", "trade_flow", "metadata", "resolution"):

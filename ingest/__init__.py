@@ -1,1 +1,1 @@
-"""PostgreSQL source: schema, embedded server, simulator, recording loader, bulk extract, quarantine."""
+"""PostgreSQL -> raw lake: stream schemas, bulk extract, quarantine, reconciliation, freshness (the read path)."""

@@ -21,12 +21,13 @@ import polars as pl
 import pyarrow as pa
 from psycopg import sql
 
+from core.catalog import Lake
+from core.postgres import SourceUnavailable, describe_dsn, redact, table_identifier
+from core.settings import SourceTables, settings
 from ingest import quarantine
-from ingest.db import SourceUnavailable, describe_dsn, redact, table_identifier
-from ingest.streams import MARKETS_COLUMNS, PARTITIONED_STREAMS, Stream
-from kfs.config import SourceTables
-from kfs.lake import Lake, write_parquet_atomic
+from ingest.streams import MARKETS, PARTITIONED_STREAMS, Stream
 
+MS_PER_DAY = 86_400_000
 READ_ATTEMPTS = 3
 READ_BACKOFF_S = 1.0
 
@@ -64,19 +65,46 @@ def day_bounds_ms(day: date) -> tuple[int, int]:
     return int(start.timestamp() * 1000), int((start + timedelta(days=1)).timestamp() * 1000)
 
 
-def partition_query(stream: Stream, tables: SourceTables, start_ms: int, end_ms: int) -> sql.Composed:
-    """SELECT of one day of a stream."""
-    table = table_identifier(getattr(tables, stream.table_attr))
-    columns = sql.SQL(", ").join(
+def _selected_columns(stream: Stream) -> sql.Composable:
+    return sql.SQL(", ").join(
         sql.SQL("{}::text").format(sql.Identifier(name)) if name in ("yes_bids", "no_bids") else sql.Identifier(name)
-        for name in stream.column_names
-    )
+        for name in stream.column_names)
+
+
+def _earlier_copy(stream: Stream, table: sql.Composable, start_ms: int, lookback_days: int) -> sql.Composable:
+    """Whether a row with this row's identity was recorded on one of the `lookback_days` days before this
+    partition: that later copy is a duplicate, even though its own day holds it once."""
+    t = sql.Identifier(stream.time_column)
+    same_identity = sql.SQL(" AND ").join(
+        sql.SQL("e.{c} = d.{c}").format(c=sql.Identifier(column)) for column in stream.identity)
+    return sql.SQL("EXISTS (SELECT 1 FROM {table} e WHERE {same} AND e.{t} >= {since} AND e.{t} < {start})").format(
+        table=table, same=same_identity, t=t, since=sql.Literal(int(start_ms - lookback_days * MS_PER_DAY)),
+        start=sql.Literal(int(start_ms)))
+
+
+def partition_query(stream: Stream, tables: SourceTables, start_ms: int, end_ms: int,
+                    lookback_days: int = 0) -> sql.Composed:
+    """SELECT of one day of a stream, with `earlier_copy` (see `_earlier_copy`)."""
+    table = table_identifier(getattr(tables, stream.table_attr))
+    t = sql.Identifier(stream.time_column)
+    earlier = _earlier_copy(stream, table, start_ms, lookback_days) if lookback_days else sql.SQL("false")
     # No ORDER BY: PostgreSQL sorts on one core at about a third of COPY speed; Polars sorts after the
     # read on every core, by keys that end in the unique id, so the file order is still deterministic.
-    return sql.SQL("SELECT {columns} FROM {table} WHERE {t} >= {start} AND {t} < {end}").format(
-        columns=columns, table=table, t=sql.Identifier(stream.time_column),
-        start=sql.Literal(int(start_ms)), end=sql.Literal(int(end_ms)),
-    )
+    return sql.SQL("SELECT {columns}, {earlier} AS {flag} FROM {table} d WHERE d.{t} >= {start} AND d.{t} < {end}").format(
+        columns=_selected_columns(stream), earlier=earlier, flag=sql.Identifier(quarantine.EARLIER_COPY),
+        table=table, t=t, start=sql.Literal(int(start_ms)), end=sql.Literal(int(end_ms)))
+
+
+def valid_time_range_ms(partitions_start: date, today: date) -> tuple[int, int]:
+    """Times that belong to a daily partition: from the first partition to the end of tomorrow (a recorder
+    clock a little ahead is not an error; its rows are ingested when their day comes)."""
+    return day_bounds_ms(partitions_start)[0], day_bounds_ms(today + timedelta(days=1))[1]
+
+
+def invalid_time_condition(stream: Stream, valid_from_ms: int, valid_until_ms: int) -> sql.Composable:
+    t = sql.Identifier(stream.time_column)
+    return sql.SQL("({t} IS NULL OR {t} < {low} OR {t} >= {high})").format(
+        t=t, low=sql.Literal(int(valid_from_ms)), high=sql.Literal(int(valid_until_ms)))
 
 
 def count_query(stream: Stream, tables: SourceTables, start_ms: int, end_ms: int) -> sql.Composed:
@@ -84,6 +112,16 @@ def count_query(stream: Stream, tables: SourceTables, start_ms: int, end_ms: int
     return sql.SQL("SELECT count(*) FROM {table} WHERE {t} >= {start} AND {t} < {end}").format(
         table=table, t=sql.Identifier(stream.time_column), start=sql.Literal(int(start_ms)), end=sql.Literal(int(end_ms)),
     )
+
+
+def invalid_time_queries(stream: Stream, tables: SourceTables, valid_from_ms: int, valid_until_ms: int
+                         ) -> tuple[sql.Composed, sql.Composed]:
+    """count(*) and SELECT of a stream's rows whose time belongs to no partition."""
+    table = table_identifier(getattr(tables, stream.table_attr))
+    where = invalid_time_condition(stream, valid_from_ms, valid_until_ms)
+    return (sql.SQL("SELECT count(*) FROM {table} WHERE {where}").format(table=table, where=where),
+            sql.SQL("SELECT {columns} FROM {table} WHERE {where}").format(
+                columns=_selected_columns(stream), table=table, where=where))
 
 
 _connections = threading.local()
@@ -132,23 +170,30 @@ def read_consistent(dsn: str, count: sql.Composable, select: sql.Composable) -> 
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Exactly our schema: driver metadata dropped, integer widths unified (INTEGER arrives as int32)."""
+    """Exactly our schema (plus the extract's own flag): driver metadata dropped, integer widths unified
+    (INTEGER arrives as int32)."""
+    if quarantine.EARLIER_COPY in table.column_names:
+        schema = schema.append(pa.field(quarantine.EARLIER_COPY, pa.bool_()))
     return table.select(schema.names).cast(schema).replace_schema_metadata(None)
 
 
-def ingest_partition(dsn: str, stream_name: str, day: date, lake: Lake, tables: SourceTables) -> PartitionReport:
-    """Extract one day of one stream, quarantine bad rows, write both files atomically."""
+def ingest_partition(dsn: str, stream_name: str, day: date, lake: Lake, tables: SourceTables,
+                     duplicate_lookback_days: int | None = None) -> PartitionReport:
+    """Extract one day of one stream, quarantine bad rows, write both files atomically. A row repeating the
+    identity of a row from the `duplicate_lookback_days` days before (default KFS_REPLAY_LOOKBACK_DAYS) is
+    quarantined as a duplicate."""
     stream = PARTITIONED_STREAMS[stream_name]
     started = time.perf_counter()
     start_ms, end_ms = day_bounds_ms(day)
+    lookback = settings().replay_lookback_days if duplicate_lookback_days is None else duplicate_lookback_days
     source_rows, table = read_consistent(dsn, count_query(stream, tables, start_ms, end_ms),
-                                         partition_query(stream, tables, start_ms, end_ms))
+                                         partition_query(stream, tables, start_ms, end_ms, lookback))
     table = _conform(table, stream.arrow_schema)
     clean, bad = _CHECKS[stream.name](pl.from_arrow(table).sort(stream.order_by))
     report = PartitionReport(stream=stream.name, partition=day.isoformat(), rows_source=source_rows,
                              rows_read=table.num_rows, rows_written=clean.height, rows_quarantined=bad.height)
-    report.bytes_written = write_parquet_atomic(clean, lake.raw_partition(stream.name, day))
-    write_parquet_atomic(bad, lake.quarantine_partition(stream.name, day))
+    report.bytes_written = lake.write_parquet(clean, lake.raw_partition(stream.name, day))
+    lake.write_parquet(bad, lake.quarantine_partition(stream.name, day))
     if clean.height:
         report.min_timestamp_ms = int(clean[stream.time_column].min())
         report.max_timestamp_ms = int(clean[stream.time_column].max())
@@ -162,16 +207,38 @@ def ingest_markets(dsn: str, lake: Lake, tables: SourceTables) -> PartitionRepor
     """Market metadata is small and changes in place (status, result): re-read whole each time."""
     started = time.perf_counter()
     table_id = table_identifier(tables.markets)
-    names = [name for name, _ in MARKETS_COLUMNS]
+    names = MARKETS.column_names
     select = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(sql.Identifier(n) for n in names), table_id)
     source_rows, table = read_consistent(dsn, sql.SQL("SELECT count(*) FROM {}").format(table_id), select)
-    table = _conform(table, pa.schema(list(MARKETS_COLUMNS)))
+    table = _conform(table, MARKETS.arrow_schema)
     clean, bad = quarantine.check_markets(pl.from_arrow(table).sort("ticker", nulls_last=False))
     report = PartitionReport(stream="markets", partition="all", rows_source=int(source_rows),
                              rows_read=table.num_rows, rows_written=clean.height, rows_quarantined=bad.height)
-    report.bytes_written = write_parquet_atomic(clean, lake.raw_markets())
-    write_parquet_atomic(bad, lake.quarantine_markets())
+    report.bytes_written = lake.write_parquet(clean, lake.raw_markets())
+    lake.write_parquet(bad, lake.quarantine_markets())
     if bad.height:
         report.quarantine_reasons = dict(bad.group_by("reason").len().sort("reason").iter_rows())
     report.seconds = time.perf_counter() - started
     return report
+
+
+def ingest_invalid_timestamps(dsn: str, lake: Lake, tables: SourceTables, valid_from_ms: int,
+                              valid_until_ms: int) -> list[PartitionReport]:
+    """Every row of each stream whose time is NULL or outside [valid_from, valid_until) belongs to no daily
+    partition: it is quarantined whole (reason `invalid_timestamp`) into one file per stream, rewritten on
+    every run, so that `rows in source = written + quarantined` holds over the whole source."""
+    reports = []
+    for stream in PARTITIONED_STREAMS.values():
+        started = time.perf_counter()
+        count, select = invalid_time_queries(stream, tables, valid_from_ms, valid_until_ms)
+        source_rows, table = read_consistent(dsn, count, select)
+        rows = pl.from_arrow(_conform(table, stream.arrow_schema)).sort(stream.order_by, nulls_last=True)
+        bad = rows.with_columns(pl.lit("invalid_timestamp").alias("reason"))
+        lake.write_parquet(bad, lake.invalid_timestamp_quarantine(stream.name))
+        report = PartitionReport(stream=stream.name, partition="invalid_timestamp", rows_source=source_rows,
+                                 rows_read=table.num_rows, rows_written=0, rows_quarantined=bad.height,
+                                 seconds=time.perf_counter() - started)
+        if bad.height:
+            report.quarantine_reasons = {"invalid_timestamp": bad.height}
+        reports.append(report)
+    return reports

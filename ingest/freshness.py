@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass
 from datetime import date
 
-import pyarrow.parquet as pq
-
-from kfs.lake import Lake
-
-
-def max_staleness_days() -> int:
-    return int(os.environ.get("KFS_MAX_STALENESS_DAYS", "2"))
-
-
-def min_row_share() -> float:
-    return float(os.environ.get("KFS_MIN_ROW_SHARE", "0.3"))
+from core.catalog import Lake
+from core.settings import settings
 
 
 @dataclass
@@ -45,9 +35,10 @@ def freshness(lake: Lake, stream: str, today: date, history: int = 7) -> Freshne
     if not days:
         return FreshnessReport(stream, None, None, 0, None, stale=True, row_drop=False)
     newest = days[-1]
-    rows = {d: pq.ParquetFile(lake.raw_partition(stream, d)).metadata.num_rows for d in days[-(history + 1):]}
+    rows = {d: lake.parquet_rows(lake.raw_partition(stream, d)) for d in days[-(history + 1):]}
     earlier = [rows[d] for d in days[-(history + 1):-1]]
     median = statistics.median(earlier) if earlier else None
     age = (today - newest).days
-    return FreshnessReport(stream, newest, age, rows[newest], median, stale=age > max_staleness_days(),
-                           row_drop=bool(median) and rows[newest] < min_row_share() * median)
+    limits = settings()
+    return FreshnessReport(stream, newest, age, rows[newest], median, stale=age > limits.max_staleness_days,
+                           row_drop=bool(median) and rows[newest] < limits.min_row_share * median)

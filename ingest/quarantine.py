@@ -1,21 +1,29 @@
-"""Raw-stage checks of DESIGN.md section 8: each bad row leaves with a reason, nothing is dropped.
+"""Raw-stage checks of DESIGN.md section 8: each bad row leaves with a reason, nothing is dropped, nothing
+a recorder can write crashes a partition.
 
 Every function returns (clean, quarantined); `quarantined` has the input columns plus `reason`.
-The first failing rule names the reason, in the order the rules are listed.
+The first failing rule names the reason, in the order the rules are listed. Frames arrive with the column
+`earlier_copy` (the extract's answer to "did an earlier day already hold this row's identity?"), which
+the checks consume.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import polars as pl
 
 REASONS = (
-    "null_ticker", "null_field", "unknown_side", "unknown_action", "unknown_taker_side",
-    "price_out_of_range", "price_sum_not_100", "negative_size", "non_positive_count",
-    "malformed_book", "duplicate_sequence", "unknown_result", "close_before_open",
+    "null_ticker", "null_field", "invalid_timestamp", "unknown_side", "unknown_action", "unknown_taker_side",
+    "price_out_of_range", "price_sum_not_100", "negative_size", "size_out_of_range", "non_positive_count",
+    "malformed_book", "duplicate_sequence", "duplicate_trade", "unknown_result", "close_before_open",
 )
-
+EARLIER_COPY = "earlier_copy"
+MAX_SIZE = 2**63 - 1                      # contracts must fit the lake's int64
+_PRICE_KEY = re.compile(r"[1-9][0-9]?")   # plain ASCII 1..99: no sign, space, leading zero, underscore
+_INTEGER_KEY = re.compile(r"-?[0-9]+")    # a plain integer, but out of range
 _BOOK_LIST = pl.List(pl.Int64)
 
 
@@ -24,6 +32,8 @@ def _split(frame: pl.DataFrame, rules: list[tuple[str, pl.Expr]]) -> tuple[pl.Da
     for name, failed in reversed(rules):
         reason = pl.when(failed.fill_null(True)).then(pl.lit(name)).otherwise(reason)
     tagged = frame.with_columns(reason.alias("reason"))
+    if EARLIER_COPY in tagged.columns:
+        tagged = tagged.drop(EARLIER_COPY)
     clean = tagged.filter(pl.col("reason").is_null()).drop("reason")
     bad = tagged.filter(pl.col("reason").is_not_null())
     return clean, bad
@@ -41,15 +51,28 @@ def _price_out_of_range(column: str) -> pl.Expr:
     return ~pl.col(column).is_between(1, 99)
 
 
+def _earlier_copy() -> pl.Expr:
+    return pl.col(EARLIER_COPY).fill_null(False)
+
+
+def _with_earlier_copy(frame: pl.DataFrame) -> pl.DataFrame:
+    """Frames not read by the extract (tests, loaders) have no earlier days to repeat."""
+    return frame if EARLIER_COPY in frame.columns else frame.with_columns(pl.lit(False).alias(EARLIER_COPY))
+
+
+def _repeated(*keys: str) -> pl.Expr:
+    """A row whose keys equal the previous row's (rows arrive sorted so that copies are adjacent and the
+    first copy comes first); the first copy keeps its place."""
+    return pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift(1)) & pl.col(k).is_not_null() for k in keys]
+                             ).fill_null(False)
+
+
 def _duplicate_sequence() -> pl.Expr:
-    """Rows arrive sorted by (session, market, sequence, id): a row equal to the one before on all three
-    keys is a later copy and is quarantined; the first copy keeps its place."""
-    keys = ("session_id", "market_ticker", "sequence_number")
-    return pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift(1)) for k in keys]).fill_null(False)
+    return _repeated("session_id", "market_ticker", "sequence_number") | _earlier_copy()
 
 
 def check_deltas(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return _split(frame, [
+    return _split(_with_earlier_copy(frame), [
         ("null_ticker", _null_ticker()),
         ("null_field", _nulls("session_id", "timestamp_ms", "sequence_number", "new_size")),
         ("unknown_side", ~pl.col("side").is_in(["yes", "no"])),
@@ -61,39 +84,64 @@ def check_deltas(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def check_trades(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return _split(frame, [
+    """Trades arrive sorted by (market, ts, id); a repeated non-null trade_id is a copy wherever it is."""
+    first_of_id = pl.int_range(pl.len()).over("trade_id") == 0
+    repeated_id = (pl.col("trade_id").is_not_null() & ~first_of_id) | _earlier_copy()
+    return _split(_with_earlier_copy(frame), [
         ("null_ticker", _null_ticker()),
         ("null_field", _nulls("ts", "yes_price", "no_price", "count")),
         ("unknown_taker_side", ~pl.col("taker_side").is_in(["yes", "no"])),
         ("price_out_of_range", _price_out_of_range("yes_price") | _price_out_of_range("no_price")),
         ("price_sum_not_100", (pl.col("yes_price") + pl.col("no_price")) != 100),
         ("non_positive_count", pl.col("count") <= 0),
+        ("duplicate_trade", repeated_id),
     ])
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKey()
+    return dict(pairs)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a size")
+
+
 def parse_book(text: str | None) -> tuple[list[int], list[int], str | None]:
-    """A snapshot's `{"price_cents": size}` map as (prices, sizes) sorted by price, or the reason it is bad."""
+    """A snapshot's `{"price_cents": size}` map as (prices, sizes) sorted by price, or the reason it is bad.
+
+    Price keys are plain ASCII integers 1..99 (`"050"`, `" 50 "`, `"5_0"` or other digits are malformed, as
+    a key written twice is); sizes are whole non-negative numbers that fit an int64."""
     if text is None:
         return [], [], "null_field"
     try:
-        book = json.loads(text)
-    except ValueError:
+        book = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
         return [], [], "malformed_book"
     if not isinstance(book, dict):
         return [], [], "malformed_book"
     levels = []
     for key, size in book.items():
-        try:
-            price = int(key)
-        except ValueError:
+        if not _PRICE_KEY.fullmatch(key):
+            return [], [], "price_out_of_range" if _INTEGER_KEY.fullmatch(key) else "malformed_book"
+        if isinstance(size, bool) or not isinstance(size, (int, float)):
             return [], [], "malformed_book"
-        if isinstance(size, bool) or not isinstance(size, (int, float)) or size != int(size):
-            return [], [], "malformed_book"
-        if not 1 <= price <= 99:
-            return [], [], "price_out_of_range"
+        if isinstance(size, float):
+            if math.isinf(size):
+                return [], [], "size_out_of_range"
+            if not size.is_integer():
+                return [], [], "malformed_book"
         if size < 0:
             return [], [], "negative_size"
-        levels.append((price, int(size)))
+        if size > MAX_SIZE:
+            return [], [], "size_out_of_range"
+        levels.append((int(key), int(size)))
     levels.sort()
     return [p for p, _ in levels], [s for _, s in levels], None
 
@@ -105,22 +153,25 @@ def check_snapshots(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     for yes_text, no_text in zip(frame["yes_bids"].to_list(), frame["no_bids"].to_list()):
         yes_prices, yes_sizes, yes_reason = parse_book(yes_text)
         no_prices, no_sizes, no_reason = parse_book(no_text)
+        reason = yes_reason or no_reason
+        if reason is not None:  # a bad row's levels are not kept (they may not even fit the column type)
+            yes_prices = yes_sizes = no_prices = no_sizes = []
         parsed["yes_bid_prices"].append(yes_prices)
         parsed["yes_bid_sizes"].append(yes_sizes)
         parsed["no_bid_prices"].append(no_prices)
         parsed["no_bid_sizes"].append(no_sizes)
-        book_reason.append(yes_reason or no_reason)
-    frame = frame.with_columns(
+        book_reason.append(reason)
+    frame = _with_earlier_copy(frame).with_columns(
         *[pl.Series(name, values, dtype=_BOOK_LIST) for name, values in parsed.items()],
         pl.Series("_book_reason", book_reason, dtype=pl.String),
     )
+    book_rules = [(reason, pl.col("_book_reason").eq_missing(reason))
+                  for reason in ("malformed_book", "price_out_of_range", "negative_size", "size_out_of_range",
+                                 "null_field")]
     clean, bad = _split(frame, [
         ("null_ticker", _null_ticker()),
         ("null_field", _nulls("session_id", "timestamp_ms", "sequence_number")),
-        ("malformed_book", pl.col("_book_reason").eq_missing("malformed_book")),
-        ("price_out_of_range", pl.col("_book_reason").eq_missing("price_out_of_range")),
-        ("negative_size", pl.col("_book_reason").eq_missing("negative_size")),
-        ("null_field", pl.col("_book_reason").eq_missing("null_field")),
+        *book_rules,
         ("duplicate_sequence", _duplicate_sequence()),
     ])
     clean = clean.drop("_book_reason", "yes_bids", "no_bids")

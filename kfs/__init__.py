@@ -1,3 +1,1 @@
-"""kalshi-feature-store: shared configuration, lake I/O and the `kfs` command line."""
-
-__version__ = "0.1.0"
+"""The application: the `kfs` command line, the demo and the runners they call."""

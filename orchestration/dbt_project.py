@@ -10,25 +10,23 @@ from pathlib import Path
 from dagster_dbt import DbtProject
 from dagster_dbt.dbt_project import using_dagster_dev
 
-from kfs.config import kfs_home, lake_root
+from core.catalog import Lake
+from core.settings import settings
+from orchestration.dbt_contract import DBT_PROJECT_DIR
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
-# External models write under the lake; these folders must exist before dbt's COPY runs.
-_EXTERNAL_DIRS = ("features/market_categories", "features/markets", "features/int_market_day_trades")
 
 
 def prepare_dbt_environment() -> dict[str, str]:
-    """Absolute paths for profiles.yml (KFS_LAKE, KFS_WAREHOUSE) and the folders dbt writes into."""
-    lake = lake_root()
-    warehouse = Path(os.environ.get("KFS_WAREHOUSE", str(kfs_home() / "warehouse.duckdb"))).absolute()
-    for folder in _EXTERNAL_DIRS:
-        (lake / folder).mkdir(parents=True, exist_ok=True)
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
-    os.environ["KFS_LAKE"] = str(lake)
-    os.environ["KFS_WAREHOUSE"] = str(warehouse)
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    return {"KFS_LAKE": str(lake), "KFS_WAREHOUSE": str(warehouse)}
+    """What dbt reads from its environment (profiles.yml and the contract macros): the lake root and the
+    warehouse as absolute paths from the settings; and the folders dbt's external models write into."""
+    current = settings()
+    for folder in Lake(current.lake).dbt_output_folders():
+        folder.mkdir(parents=True, exist_ok=True)
+    current.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    environment = {"KFS_LAKE": current.lake, "KFS_WAREHOUSE": str(current.warehouse), "DO_NOT_TRACK": "1"}
+    os.environ.update(environment)  # dbt runs as a child process and inherits these
+    return environment
 
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR)

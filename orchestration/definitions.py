@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-from orchestration.assets.dbt import dbt_core_models, dbt_daily_trade_flow, dbt_resource, dbt_split_marts
-from orchestration.assets.features import features_events, split_registry
-from orchestration.assets.ingest import raw_markets, raw_partitioned_assets
-from orchestration.assets.training import policy_validation, published_policy, trained_policy
+from core.settings import settings
+from orchestration.assets.dbt import dbt_models, dbt_resource, dbt_split_marts
+from orchestration.assets.features import (
+    features_events,
+    resolution_history,
+    split_registry,
+)
+from orchestration.assets.ingest import raw_invalid_timestamps, raw_markets, raw_partitioned_assets
+from orchestration.assets.training import (
+    policy_validation,
+    published_policy,
+    trained_policy,
+)
 from orchestration.checks import freshness_checks
+from orchestration.recovery import dead_run_reclaimer
 from orchestration.resources import resources_for
 from orchestration.schedules import nightly_job, nightly_schedule
 
@@ -23,15 +31,16 @@ ingest_job = dg.define_asset_job(
 
 markets_job = dg.define_asset_job(
     "markets_job",
-    selection=dg.AssetSelection.assets(raw_markets),
-    description="Re-read market metadata and resolutions.",
+    selection=dg.AssetSelection.assets(raw_markets, raw_invalid_timestamps),
+    description="Re-read market metadata and resolutions, and quarantine the rows whose time fits no partition.",
 )
 
 feature_store_job = dg.define_asset_job(
     "feature_store_job",
-    selection=dg.AssetSelection.assets(features_events, dbt_daily_trade_flow, dbt_core_models, split_registry,
+    selection=dg.AssetSelection.assets(resolution_history, features_events, dbt_models, split_registry,
                                        dbt_split_marts),
-    description="Per-event features for a range of days, then the dbt models, categories and the split.",
+    description="Resolution history and per-event features for a range of days, then the dbt models, the split "
+                "and the marts.",
 )
 
 training_job = dg.define_asset_job(
@@ -41,10 +50,11 @@ training_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*raw_partitioned_assets, raw_markets, features_events, dbt_daily_trade_flow, dbt_core_models,
-            split_registry, dbt_split_marts, trained_policy, policy_validation, published_policy],
+    assets=[*raw_partitioned_assets, raw_markets, raw_invalid_timestamps, resolution_history, features_events, dbt_models, split_registry,
+            dbt_split_marts, trained_policy, policy_validation, published_policy],
     jobs=[ingest_job, markets_job, feature_store_job, training_job, nightly_job],
     schedules=[nightly_schedule],
+    sensors=[dead_run_reclaimer],
     asset_checks=freshness_checks,
-    resources={**resources_for(os.environ.get("KFS_ENV", "local")), "dbt": dbt_resource()},
+    resources={**resources_for(settings().env), "dbt": dbt_resource()},
 )

@@ -1,22 +1,40 @@
-"""Dagster resources. The DSN is read from the environment when a run needs it and is never part of
-run config, so it cannot show up in the UI, run records or asset metadata."""
+"""Dagster resources, one set per environment (`KFS_ENV`), and they really differ:
 
+- `local`: the source is `KFS_PG_DSN` or, when unset, the embedded PostgreSQL under `KFS_HOME`, started
+  on demand (development, tests, `make demo`);
+- `prod`: the source is `KFS_PG_DSN` and nothing else; this code path never imports the embedded server.
+
+The DSN is read from the settings when a run needs it and is never part of run config, so it cannot show
+up in the UI, run records or asset metadata.
+"""
 
 import dagster as dg
 
-from ingest.db import resolve_dsn
-from kfs.config import SourceTables
-from kfs.lake import Lake
+from core.catalog import Lake
+from core.postgres import SourceUnavailable
+from core.settings import ENVIRONMENTS, SourceTables, settings
 
 
 class SourceDatabase(dg.ConfigurableResource):
-    """The recorder's PostgreSQL: `KFS_PG_DSN`, or the embedded server when it is unset."""
+    """The recorder's PostgreSQL at `KFS_PG_DSN`."""
 
     def dsn(self) -> str:
-        return resolve_dsn()
+        dsn = settings().pg_dsn
+        if not dsn:
+            raise SourceUnavailable("KFS_PG_DSN is not set: production reads the recorder's PostgreSQL only")
+        return dsn
 
     def tables(self) -> SourceTables:
-        return SourceTables.from_env()
+        return settings().tables
+
+
+class LocalSourceDatabase(SourceDatabase):
+    """`KFS_PG_DSN` if set, else the embedded PostgreSQL of this checkout (started on demand)."""
+
+    def dsn(self) -> str:
+        from source.pg_server import source_dsn
+
+        return source_dsn()
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -28,13 +46,12 @@ class LakeResource(dg.ConfigurableResource):
         return Lake(self.root or None)
 
 
+RESOURCES_BY_ENV = {
+    "local": lambda: {"source_db": LocalSourceDatabase(), "lake": LakeResource()},
+    "prod": lambda: {"source_db": SourceDatabase(), "lake": LakeResource()},
+}
+assert set(RESOURCES_BY_ENV) == set(ENVIRONMENTS)
+
+
 def resources_for(env: str) -> dict:
-    # local and prod differ only in where configuration comes from today (environment variables);
-    # the dict is the one place to add e.g. an object-store lake for prod.
-    resources_by_env = {
-        "local": {"source_db": SourceDatabase(), "lake": LakeResource()},
-        "prod": {"source_db": SourceDatabase(), "lake": LakeResource()},
-    }
-    if env not in resources_by_env:
-        raise ValueError(f"KFS_ENV must be one of {sorted(resources_by_env)}, got {env!r}")
-    return resources_by_env[env]
+    return RESOURCES_BY_ENV[env]()

@@ -1,18 +1,12 @@
 """The nightly schedule: yesterday plus the late-data window, then features, training, publishing."""
 
-import os
-from datetime import date, timedelta
+from datetime import timedelta
 
 import dagster as dg
 
-from kfs.config import partitions_start
+from core.settings import settings
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 UTC
-
-
-def late_days() -> int:
-    """Days before yesterday that every nightly run re-materializes to absorb late rows (KFS_LATE_DAYS)."""
-    return int(os.environ.get("KFS_LATE_DAYS", "2"))
 
 
 nightly_job = dg.define_asset_job(
@@ -24,8 +18,10 @@ nightly_job = dg.define_asset_job(
 
 
 def nightly_range(scheduled_day) -> tuple[str, str]:
+    """Yesterday and the KFS_LATE_DAYS days before it (re-materialized to absorb late rows)."""
+    current = settings()
     yesterday = scheduled_day - timedelta(days=1)
-    first = max(yesterday - timedelta(days=late_days()), date.fromisoformat(partitions_start()))
+    first = max(yesterday - timedelta(days=current.late_days), current.partitions_start)
     return first.isoformat(), yesterday.isoformat()
 
 

@@ -7,8 +7,9 @@ otherwise an embedded server is started in a temporary directory, the same mecha
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -16,14 +17,25 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from ingest.pg_server import EmbeddedServer
-from ingest.schema import create_source_tables
-from ingest.simulator import SimulationConfig, simulate
-from kfs.config import SourceTables
+from core.settings import SourceTables
+from core.settings import environment_overrides as temporary_env
+from source.ddl import create_source_tables
+from source.pg_server import EmbeddedServer
+from source.simulator import SimulationConfig, simulate
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data" / "real"
+SAGNIK = SHARED_DATA / "SagnikBhadra__Arbitrage-Betting"
 SMALL_START = date(2026, 3, 2)
+
+
+def private_server_folder() -> Path:
+    """A fresh folder for an embedded server's data. pytest's own temporary folders are closed to other
+    users (0700), and as root the server runs as another user that must traverse to its data: this
+    folder is ours, so we may let others traverse it (0711: not list it)."""
+    folder = Path(tempfile.mkdtemp(prefix="kfs-test-pg-"))
+    folder.chmod(0o711)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -39,25 +51,11 @@ def pg_dsn(tmp_path_factory):
         with psycopg.connect(external, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         return
-    server = EmbeddedServer(tmp_path_factory.mktemp("pg") / "data")
+    server = EmbeddedServer(private_server_folder() / "data")
     server.start()
     yield server.create_database(name)
     server.destroy()
-
-
-@contextmanager
-def temporary_env(**values: str):
-    """Set environment variables for a block (session fixtures cannot use monkeypatch)."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    shutil.rmtree(server.pgdata.parent, ignore_errors=True)
 
 
 def schema_tables(schema: str) -> SourceTables:
@@ -106,9 +104,9 @@ def small_lake(small_universe, tmp_path_factory):
     """The small universe ingested into a lake: every raw partition plus markets."""
     from datetime import timedelta
 
+    from core.catalog import Lake
     from ingest.extract import ingest_markets, ingest_partition
     from ingest.streams import PARTITIONED_STREAMS
-    from kfs.lake import Lake
 
     lake = Lake(tmp_path_factory.mktemp("small_lake"))
     config = small_universe["config"]
@@ -127,7 +125,7 @@ def built_store(small_lake, tmp_path_factory):
 
     import dagster as dg
 
-    from kfs.lake import Lake
+    from core.catalog import Lake
 
     root = tmp_path_factory.mktemp("store")
     shutil.copytree(small_lake.root, root / "lake")
@@ -139,3 +137,16 @@ def built_store(small_lake, tmp_path_factory):
             tags={"dagster/asset_partition_range_start": SMALL_CONFIG.start.isoformat(),
                   "dagster/asset_partition_range_end": (SMALL_CONFIG.start + timedelta(days=SMALL_CONFIG.days - 1)).isoformat()})
     return result, Lake(root / "lake"), root / "warehouse.duckdb"
+
+
+@pytest.fixture
+def small_env(small_universe, tmp_path, monkeypatch):
+    monkeypatch.setenv("KFS_PG_DSN", small_universe["dsn"])
+    monkeypatch.setenv("KFS_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("KFS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KFS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    for stream in ("snapshots", "deltas", "trades", "markets"):
+        monkeypatch.setenv(f"KFS_TABLE_{stream.upper()}", getattr(small_universe["tables"], stream))
+    from core.catalog import Lake
+
+    return Lake(tmp_path / "lake")

@@ -21,12 +21,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from training.episodes import MAX_SLOTS, Episode
+from training.episodes import Episode
 from training.market_data import MarketData
-
-HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO = range(5)
-ACTIONS = ("HOLD", "BUY_YES", "SELL_YES", "BUY_NO", "SELL_NO")
-POSITION_FEATURES = 3  # YES contracts / limit, NO contracts / limit, this slot's event is the current one
+from training.spaces import BUY_NO, BUY_YES, HOLD, MAX_SLOTS, SELL_NO, SELL_YES
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,15 @@ class BatchedMarketEnv:
     """`n_envs` episodes from `make_episode`, stepped in lockstep; finished ones restart with a new episode."""
 
     def __init__(self, data: MarketData, make_episode: Callable[[int], Episode], n_envs: int,
-                 rules: TradingRules = TradingRules(), max_steps: int = 2000, auto_reset: bool = True):
+                 rules: TradingRules = TradingRules(), max_steps: int = 2000, auto_reset: bool = True,
+                 device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        with torch.device(self.device):  # every tensor below is created on the training device
+            self._allocate(data, make_episode, n_envs, rules, max_steps, auto_reset)
+        for env in range(n_envs):
+            self._load(env)
+
+    def _allocate(self, data, make_episode, n_envs, rules, max_steps, auto_reset) -> None:
         self.data = data
         self.make_episode = make_episode
         self.rules = rules
@@ -82,8 +87,6 @@ class BatchedMarketEnv:
         self.episodes: list[Episode | None] = [None] * n_envs
         self.episode_counter = 0
         self._rows = torch.arange(n_envs)
-        for env in range(n_envs):
-            self._load(env)
 
     # -- episodes --------------------------------------------------------------------------------
     def _load(self, env: int) -> None:

@@ -15,7 +15,6 @@ import numpy as np
 
 from training.market_data import MarketData, MarketSeries
 
-MAX_SLOTS = 5
 MIN_STEPS, MAX_STEPS = 500, 2000
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from training.env import BUY_NO, BUY_YES, HOLD, BatchedMarketEnv, TradingRules
+from training.env import BatchedMarketEnv, TradingRules
 from training.episodes import Episode, market_windows
 from training.market_data import MarketData
+from training.spaces import BUY_NO, BUY_YES, HOLD
 
 ActionFn = Callable[[torch.Tensor, torch.Tensor, BatchedMarketEnv], torch.Tensor]
 BOOTSTRAP_SAMPLES = 2000

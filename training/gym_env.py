@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from training.env import BatchedMarketEnv, TradingRules
-from training.episodes import MAX_SLOTS, build_episode, curriculum_stage
+from training.episodes import build_episode, curriculum_stage
 from training.market_data import MarketData
+from training.spaces import MAX_SLOTS
 
 
 class KalshiMarketsEnv(gym.Env):

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from training.env import BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES, BatchedMarketEnv, TradingRules
+from training.env import BatchedMarketEnv, TradingRules
 from training.episodes import build_episode, curriculum_stage
 from training.market_data import MarketData
 from training.policy import MarketPolicy
-
+from training.spaces import BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
 
 MAX_CLASS_WEIGHT = 10.0  # order classes are up-weighted up to this much relative to HOLD
 

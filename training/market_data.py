@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from core.catalog import Lake
 from features import store
 from features.schema import MODEL_FEATURES
-from kfs.lake import Lake
 
 _BOOK_COLUMNS = ["best_yes_bid_cents", "best_yes_ask_cents", "best_yes_bid_size", "best_no_bid_size"]
 
@@ -83,6 +83,5 @@ def load_market_data(lake: Lake | None = None, splits: tuple[str, ...] = ("train
     stacked = np.concatenate(train) if train else np.zeros((1, len(names)), np.float32)
     data.mean = stacked.mean(axis=0).astype(np.float32)
     data.std = np.maximum(stacked.std(axis=0), 1e-3).astype(np.float32)
-    days = sorted(p.parent.name for p in (lake.root / "features" / "events").glob("date=*/part-00000.parquet"))
-    data.partitions = days
+    data.partitions = [day.isoformat() for day in lake.partitions("features_events")]
     return data

@@ -15,9 +15,11 @@ import math
 import torch
 from torch import nn
 
-from training.env import POSITION_FEATURES
+from features.schema import columns_of
+from training.spaces import N_ACTIONS, POSITION_FEATURES
 
-N_ACTIONS = 5
+# The temporal encoder sees the groups that describe activity over time.
+TEMPORAL_GROUPS = ("temporal", "trade_flow")
 
 
 class MarketPolicy(nn.Module):
@@ -89,3 +91,15 @@ class GreedyPolicy(nn.Module):
     def forward(self, obs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
         logits, _ = self.policy(obs, live)
         return torch.where(live, logits.argmax(-1), torch.zeros_like(live, dtype=torch.long))
+
+
+def temporal_feature_index(feature_names: list[str]) -> list[int]:
+    """Positions of the temporal and trade-flow features among the model features."""
+    wanted = {c.name for group in TEMPORAL_GROUPS for c in columns_of(group)}
+    return [i for i, name in enumerate(feature_names) if name in wanted]
+
+
+def build_policy(feature_names: list[str], mean, std, hidden: int = 64) -> MarketPolicy:
+    """A policy for these model features, normalised with the training markets' statistics."""
+    return MarketPolicy(len(feature_names), temporal_feature_index(feature_names), torch.as_tensor(mean),
+                        torch.as_tensor(std), hidden=hidden)

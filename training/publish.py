@@ -1,7 +1,7 @@
 """Export, measure and register policies: TorchScript int8 artifacts, a manifest, a promotion gate.
 
-Layout under the lake: `models/<version>/{policy_int8.pt, policy_fp32.pt, manifest.json}` and
-`models/registry.json` ({"versions": [...], "aliases": {"production": version}}). Every version is
+Layout (the catalog's model locations): `<version>/{policy_int8.pt, policy_fp32.pt, manifest.json}` and
+the registry ({"versions": [...], "aliases": {"production": version}}). Every version is
 kept; the `production` alias moves only when the candidate beats always-hold, random and
 buy-and-hold on validation markets (lower bound of the bootstrap interval of the per-market
 difference above zero) and meets the latency budget (p99 <= 1 ms, batch 1, one thread).
@@ -10,8 +10,6 @@ difference above zero) and meets the latency budget (p99 <= 1 ms, batch 1, one t
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import statistics
 import subprocess
 import time
@@ -23,11 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.catalog import Lake
 from features.schema import EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
-from kfs.lake import Lake
-from training.env import POSITION_FEATURES
-from training.episodes import MAX_SLOTS
 from training.policy import GreedyPolicy, MarketPolicy
+from training.spaces import MAX_SLOTS, POSITION_FEATURES
 
 LATENCY_BUDGET_P99_US = 1000.0
 PRODUCTION = "production"
@@ -41,10 +38,6 @@ def quiet_torch_deprecations():
     warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=DeprecationWarning)
-
-
-def models_root(lake: Lake) -> Path:
-    return lake.root / "models"
 
 
 def feature_schema_hash(feature_names: list[str]) -> str:
@@ -128,15 +121,8 @@ def promotion_gate(comparison: dict, latency: dict, latency_budget_p99_us: float
 
 
 def read_registry(lake: Lake) -> dict:
-    path = models_root(lake) / "registry.json"
-    return json.loads(path.read_text()) if path.exists() else {"versions": [], "aliases": {}}
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    path = lake.model_registry()
+    return lake.read_json(path) if lake.exists(path) else {"versions": [], "aliases": {}}
 
 
 def new_version() -> str:
@@ -148,7 +134,7 @@ def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, st
             latency_budget_p99_us: float = LATENCY_BUDGET_P99_US) -> dict:
     """Write artifacts and manifest for a new version, register it, move `production` if the gate passes."""
     version = new_version()
-    folder = models_root(lake) / version
+    folder = lake.model_version(version)
     folder.mkdir(parents=True, exist_ok=False)
     fp32, int8 = script_fp32(policy), script_int8(policy)
     fp32.save(str(folder / "policy_fp32.pt"))
@@ -170,11 +156,11 @@ def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, st
         "baseline_comparison": comparison, "latency_us": latency, "int8_fp32_action_agreement": agreement,
         "promotion": {"promoted": decision.promote, "reasons": decision.reasons},
     }
-    _write_json_atomic(folder / "manifest.json", manifest)
+    lake.write_json(folder / "manifest.json", manifest)
     registry = read_registry(lake)
     registry["versions"].append({"version": version, "path": version, "created_at": manifest["created_at"],
                                  "promoted": decision.promote, "reasons": decision.reasons})
     if decision.promote:
         registry["aliases"][PRODUCTION] = version
-    _write_json_atomic(models_root(lake) / "registry.json", registry)
+    lake.write_json(lake.model_registry(), registry)
     return manifest

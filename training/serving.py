@@ -8,13 +8,17 @@ old model stays and the error is kept in `last_error`.
 
 from __future__ import annotations
 
-import json
 import threading
 
 import torch
 
-from kfs.lake import Lake
-from training.publish import LATENCY_BUDGET_P99_US, PRODUCTION, latency_us, models_root, quiet_torch_deprecations
+from core.catalog import Lake
+from training.publish import (
+    LATENCY_BUDGET_P99_US,
+    PRODUCTION,
+    latency_us,
+    quiet_torch_deprecations,
+)
 
 
 class PolicyLoadError(RuntimeError):
@@ -23,7 +27,7 @@ class PolicyLoadError(RuntimeError):
 
 class PolicyServer:
     def __init__(self, lake: Lake | None = None, alias: str = PRODUCTION, latency_budget_p99_us: float = LATENCY_BUDGET_P99_US):
-        self.root = models_root(lake or Lake())
+        self.lake = lake or Lake()
         self.alias = alias
         self.latency_budget = latency_budget_p99_us
         self._lock = threading.Lock()
@@ -33,18 +37,18 @@ class PolicyServer:
         self.last_error: str | None = None
 
     def _target_version(self) -> str:
-        registry_path = self.root / "registry.json"
-        if not registry_path.exists():
+        registry_path = self.lake.model_registry()
+        if not self.lake.exists(registry_path):
             raise PolicyLoadError(f"no model registry at {registry_path}")
-        registry = json.loads(registry_path.read_text())
+        registry = self.lake.read_json(registry_path)
         version = registry.get("aliases", {}).get(self.alias)
         if version is None:
             raise PolicyLoadError(f"alias {self.alias!r} points at no version yet")
         return version
 
     def _load_checked(self, version: str) -> tuple[torch.jit.ScriptModule, dict]:
-        folder = self.root / version
-        manifest = json.loads((folder / "manifest.json").read_text())
+        folder = self.lake.model_version(version)
+        manifest = self.lake.read_json(folder / "manifest.json")
         quiet_torch_deprecations()
         try:
             model = torch.jit.load(str(folder / manifest["artifact"]))

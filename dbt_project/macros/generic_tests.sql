@@ -28,12 +28,16 @@ where here.n != there.n
 {% endtest %}
 
 {% test split_shares_near_target(model, column_name, tolerance=0.03, min_markets=100) %}
-{#- 250/25/25 of 300: each split's share within `tolerance` once there are enough markets. -#}
+{#- Each split's share within `tolerance` of its target (features.splits) once there are enough markets. -#}
 with counts as (
     select {{ column_name }} as split, count(*) as n, sum(count(*)) over () as total
     from {{ model }} group by 1
 ), targets as (
-    select * from (values ('train', 250.0 / 300), ('validation', 25.0 / 300), ('test', 25.0 / 300)) t(split, share)
+    select * from (values
+    {%- for split in kfs_vocabulary('splits') %}
+        ('{{ split }}', {{ kfs_split_share(split) }}){{ "," if not loop.last }}
+    {%- endfor %}
+    ) t(split, share)
 )
 select targets.split, coalesce(counts.n, 0) as n, targets.share
 from targets left join counts using (split)
@@ -48,4 +52,12 @@ with here as (select count(*) as n from {{ model }}),
 select here.n as model_rows, there.n as expected_rows
 from here, there
 where here.n != there.n
+{% endtest %}
+
+{% test accepted_kfs_values(model, column_name, vocabulary) %}
+{#- accepted_values with the list owned by Python (categories, volatility classes, splits). -#}
+select {{ column_name }}
+from {{ model }}
+where {{ column_name }} is not null
+  and {{ column_name }} not in ({{ "'" ~ kfs_vocabulary(vocabulary) | join("', '") ~ "'" }})
 {% endtest %}

@@ -1,12 +1,13 @@
-"""Feature assets: the per-event table (Python) and the frozen split registry (Python)."""
+"""Feature assets (Python): the resolution history, the per-event table and the frozen split registry."""
 
 from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
 
-from features.events import event_partition_path, materialize_event_features
+from features.events import materialize_event_features
 from features.quality import validate_events
+from features.resolution import materialize_resolution_history
 from features.splits import read_market_categories, update_registry
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LakeResource
@@ -23,16 +24,29 @@ def partition_days(context: dg.AssetExecutionContext) -> tuple[date, date]:
 
 @dg.asset(
     group_name=FEATURES_GROUP,
+    deps=["raw_markets", "raw_trades"],
+    kinds={"polars", "parquet"},
+    description="Settled markets with their outcome, last traded price before close and Brier contribution "
+                "(the catalog's resolution_history): the resolution features and dbt's markets mart read it.",
+)
+def resolution_history(lake: LakeResource):
+    history = materialize_resolution_history(lake.lake())
+    return dg.MaterializeResult(metadata={"settled_markets": history.height,
+                                          "priced_markets": int(history["last_price_prob"].is_not_null().sum())})
+
+
+@dg.asset(
+    group_name=FEATURES_GROUP,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["raw_snapshots", "raw_deltas", "raw_trades", "raw_markets"],
+    deps=["raw_snapshots", "raw_deltas", "raw_trades", "raw_markets", resolution_history],
     kinds={"polars", "numba", "parquet"},
     check_specs=[dg.AssetCheckSpec(QUALITY_CHECK, asset="features_events", blocking=True,
                                    description="Great Expectations: ranges, nulls, monotone time per market, "
                                                "flag consistency")],
-    description="Book after every event and every feature group, one parquet file per UTC day under "
-                "features/events/date=YYYY-MM-DD/ (reads a few earlier raw days so that books and "
-                "windows are complete at the first event).",
+    description="Book after every event and every feature group, one parquet file per UTC day (the "
+                "catalog's features_events; reads a few earlier raw days so that books and windows are "
+                "complete at the first event).",
 )
 def features_events(context: dg.AssetExecutionContext, lake: LakeResource):
     first, last = partition_days(context)
@@ -41,7 +55,7 @@ def features_events(context: dg.AssetExecutionContext, lake: LakeResource):
     for day, rows in report.rows_by_day.items():
         if rows == 0:
             continue
-        quality = validate_events(pl.read_parquet(event_partition_path(lake.lake(), day)))
+        quality = validate_events(lake.lake().read_parquet(lake.lake().event_partition(day)))
         evaluated += quality.evaluated
         failures.extend({"day": day, **failure} for failure in quality.failed)
     return dg.MaterializeResult(
@@ -57,8 +71,8 @@ def features_events(context: dg.AssetExecutionContext, lake: LakeResource):
     kinds={"polars", "parquet"},
     check_specs=[dg.AssetCheckSpec(DISJOINT_CHECK, asset="split_registry", blocking=True,
                                    description="every market is in exactly one split")],
-    description="Frozen market-level train/validation/test registry (splits/registry.parquet): markets keep their "
-                "split forever; new markets are assigned, stratified by volatility class, as they arrive.",
+    description="Frozen market-level train/validation/test registry (the catalog's split_registry): markets keep "
+                "their split forever; new markets are assigned, stratified by volatility class, as they arrive.",
 )
 def split_registry(context: dg.AssetExecutionContext, lake: LakeResource):
     registry = update_registry(lake.lake(), read_market_categories(lake.lake()), assigned_on=date.today())

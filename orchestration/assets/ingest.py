@@ -1,12 +1,18 @@
 """Raw ingest assets: thin wrappers around `ingest.extract`."""
 
 
-import os
 from datetime import date, datetime, timezone
 
 import dagster as dg
 
-from ingest.extract import PartitionReport, ingest_markets, ingest_partition
+from core.settings import settings
+from ingest.extract import (
+    PartitionReport,
+    ingest_invalid_timestamps,
+    ingest_markets,
+    ingest_partition,
+    valid_time_range_ms,
+)
 from ingest.streams import PARTITIONED_STREAMS
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LakeResource, SourceDatabase
@@ -14,10 +20,6 @@ from orchestration.resources import LakeResource, SourceDatabase
 RAW_GROUP = "raw"
 RECONCILED = "rows_reconcile"
 QUARANTINE_SHARE = "quarantine_share_below_threshold"
-
-
-def max_quarantine_share() -> float:
-    return float(os.environ.get("KFS_QUARANTINE_MAX_SHARE", "0.01"))
 
 
 def _iso(ms: int | None) -> str | None:
@@ -40,7 +42,7 @@ def report_metadata(report: PartitionReport) -> dict:
 
 def report_checks(report: PartitionReport) -> list[dg.AssetCheckResult]:
     share = report.rows_quarantined / report.rows_read if report.rows_read else 0.0
-    limit = max_quarantine_share()
+    limit = settings().quarantine_max_share
     return [
         dg.AssetCheckResult(
             check_name=RECONCILED,
@@ -123,3 +125,23 @@ raw_partitioned_assets = [_raw_stream_asset(name) for name in PARTITIONED_STREAM
 def raw_markets(source_db: SourceDatabase, lake: LakeResource):
     report = ingest_markets(source_db.dsn(), lake.lake(), source_db.tables())
     return dg.MaterializeResult(metadata=report_metadata(report), check_results=report_checks(report)[:1])
+
+
+@dg.asset(
+    group_name=RAW_GROUP,
+    kinds={"postgres", "parquet"},
+    description="Rows of every stream whose time is NULL, before KFS_PARTITIONS_START or past tomorrow: they "
+                "belong to no daily partition, so they are quarantined whole with reason invalid_timestamp "
+                "(one file per stream, rewritten each run) instead of vanishing.",
+    check_specs=[dg.AssetCheckSpec(RECONCILED, asset="raw_invalid_timestamps",
+                                   description="rows with an invalid time in source = rows quarantined")],
+)
+def raw_invalid_timestamps(source_db: SourceDatabase, lake: LakeResource):
+    current = settings()
+    valid_from, valid_until = valid_time_range_ms(current.partitions_start, datetime.now(timezone.utc).date())
+    reports = ingest_invalid_timestamps(source_db.dsn(), lake.lake(), source_db.tables(), valid_from, valid_until)
+    return dg.MaterializeResult(
+        metadata={f"{r.stream}_invalid_timestamp_rows": r.rows_quarantined for r in reports},
+        check_results=[dg.AssetCheckResult(check_name=RECONCILED, passed=all(r.reconciled for r in reports),
+                                           metadata={r.stream: f"source {r.rows_source}, quarantined {r.rows_quarantined}"
+                                                     for r in reports})])

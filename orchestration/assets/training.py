@@ -3,24 +3,33 @@
 
 import dagster as dg
 
-from training.pipeline import config_from_env, run_publish, run_training, run_validation
 from orchestration.resources import LakeResource
+from training.pipeline import (
+    config_from_settings,
+    run_publish,
+    run_training,
+    run_validation,
+)
 
 TRAINING_GROUP = "policy"
 AGREEMENT_CHECK = "int8_matches_fp32_actions"
 MIN_AGREEMENT = 0.99
 
 
+class TrainingRunConfig(dg.Config):
+    seconds: float | None = None  # overrides KFS_TRAIN_SECONDS for this run (kfs train --seconds, make demo)
+
+
 @dg.asset(group_name=TRAINING_GROUP, deps=["markets", "split_registry", "features_events"], kinds={"pytorch"},
           description="PPO on event-time episodes of training markets (curriculum 1-2 stable -> 3 -> 5 markets); "
-                      "budget from KFS_TRAIN_SECONDS / KFS_TRAIN_STEPS. Writes models/candidates/latest/.")
-def trained_policy(context: dg.AssetExecutionContext, lake: LakeResource):
-    def log_progress(iteration, total, curve):
-        if iteration % 10 == 0 or iteration == total:
-            context.log.info(f"PPO {iteration}/{total}: episode P&L {curve['episode_pnl_cents']:.0f} c, "
-                             f"{curve['steps_per_second']:.0f} steps/s")
+                      "budget from the run config or KFS_TRAIN_SECONDS / KFS_TRAIN_STEPS. Writes the candidate.")
+def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig, lake: LakeResource):
+    def log_progress(iteration, curve):
+        if iteration % 10 == 0:
+            context.log.info(f"PPO iteration {iteration} ({curve['budget_share']:.0%} of the budget): episode P&L "
+                             f"{curve['episode_pnl_cents']:.0f} c, {curve['steps_per_second']:.0f} steps/s")
 
-    summary = run_training(lake.lake(), config_from_env(), progress=log_progress)
+    summary = run_training(lake.lake(), config_from_settings(config.seconds), progress=log_progress)
     return dg.MaterializeResult(metadata={
         "steps": summary["steps"], "seconds": round(summary["seconds"], 1),
         "steps_per_second": round(summary["steps_per_second"]), "episodes": summary["episodes"],

@@ -1,6 +1,7 @@
-{{ config(materialized='external', options={'partition_by': 'trade_date', 'overwrite_or_ignore': true}) }}
-{#- Daily trade-flow aggregates per market. Partitioned: Dagster passes the half-open window
-    [min_date, max_date) of the partitions it materializes. -#}
+{{ config(materialized='external', location=kfs_location('int_market_day_trades'),
+          options={'partition_by': 'trade_date', 'overwrite_or_ignore': true}) }}
+{#- Daily trade-flow aggregates per market, rebuilt over every ingested day (a few seconds for millions of
+    trades), written as Hive partitions by trade_date for researchers. -#}
 select
     market_ticker,
     count(*) as trades,
@@ -15,5 +16,5 @@ select
     max(trade_ts_ms) as last_trade_ts_ms,
     trade_date
 from {{ ref('stg_raw__trades') }}
-where trade_date >= '{{ var("min_date") }}' and trade_date < '{{ var("max_date") }}'
 group by market_ticker, trade_date
+order by trade_date, market_ticker

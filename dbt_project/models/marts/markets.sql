@@ -1,4 +1,4 @@
-{{ config(materialized='external', location=env_var('KFS_LAKE') ~ '/features/markets/markets.parquet') }}
+{{ config(materialized='external', location=kfs_location('markets_mart')) }}
 {#- One row per market with events: metadata, statistics, volatility class, frozen split, resolution. -#}
 with trades as (
     select market_ticker, sum(trades) as trades, sum(contracts) as contracts
@@ -36,5 +36,5 @@ join {{ ref('int_market_stats') }} s using (market_ticker)
 left join {{ ref('stg_raw__markets') }} m using (market_ticker)
 left join {{ ref('stg_splits__registry') }} r using (market_ticker)
 left join trades t using (market_ticker)
-left join {{ ref('int_resolution_history') }} h using (market_ticker)
+left join {{ ref('stg_features__resolution_history') }} h using (market_ticker)
 order by c.market_ticker

@@ -1,8 +1,3 @@
-select
-    market_ticker,
-    event_time_ms,
-    cast(date as date) as event_date,
-    ob_yes_mid_prob,
-    ob_yes_spread_prob,
-    book_valid
+{#- Every column of the per-event feature table, plus the partition day as a date. -#}
+select * exclude (date), cast(date as date) as event_date
 from {{ source('features', 'events') }}

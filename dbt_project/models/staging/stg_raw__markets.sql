@@ -2,8 +2,8 @@ select
     ticker as market_ticker,
     series_ticker,
     event_ticker,
-    case when lower(category) in ('sports', 'politics', 'economics', 'climate', 'crypto', 'other')
-         then lower(category) else 'other' end as category,
+    case when lower(trim(category)) in ({{ "'" ~ kfs_vocabulary('categories') | join("', '") ~ "'" }})
+         then lower(trim(category)) else 'other' end as category,
     open_ts,
     close_ts,
     status,

@@ -5,5 +5,6 @@ select
     cast(count as bigint) as contracts,
     taker_side,
     ts as trade_ts_ms,
+    received_at as received_ts_ms,
     cast(date as date) as trade_date
 from {{ source('raw', 'trades') }}

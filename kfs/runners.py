@@ -1,0 +1,191 @@
+"""What the `kfs` commands and `make demo` run: simulation, materialization and training through Dagster.
+
+Plain functions over the layers below; the command line (`kfs.cli`) parses arguments and prints,
+the demo (`kfs.demo`) strings these together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from datetime import date, timedelta
+
+from psycopg import sql
+from rich.console import Console
+
+from core.locks import exclusive
+from core.postgres import connection, table_identifier
+from core.settings import SourceTables, settings
+
+# Piped output (make demo | tee, CI logs) gets a wide fixed width instead of 80 columns.
+CONSOLE_WIDTH = None if sys.stdout.isatty() else 140
+
+
+class UsageError(ValueError):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def parse_day(text: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{flag} expects a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def source_market_count(conn, tables: SourceTables) -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table_identifier(tables.markets))).fetchone()[0]
+
+
+def run_simulation(markets: int, days: int, seed: int, signal: float, start: date | None, replace: bool,
+                   console: Console, **options):
+    """Simulate a universe into the source tables (the embedded server unless KFS_PG_DSN is set)."""
+    from rich.progress import Progress
+
+    from source.ddl import create_source_tables, drop_source_tables, next_session_id
+    from source.pg_server import source_dsn
+    from source.simulator import SimulationConfig, simulate
+
+    kwargs = dict(markets=markets, days=days, seed=seed, signal=signal, **options)
+    if start is not None:
+        kwargs["start"] = start
+    config = SimulationConfig(**kwargs)
+    tables = settings().tables
+    with connection(source_dsn()) as conn:
+        if replace:
+            drop_source_tables(conn, tables)
+        create_source_tables(conn, tables)
+        if source_market_count(conn, tables) and not replace:
+            raise UsageError("the source tables already hold markets; pass --replace to start from empty tables")
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"simulating {config.markets} markets x {config.days} days", total=config.markets)
+            summary = simulate(conn, tables, config, next_session_id(conn, tables),
+                               progress=lambda n: progress.advance(task, n))
+    return config, summary
+
+
+def ensure_dagster_home() -> None:
+    """DAGSTER_HOME (default $KFS_HOME/dagster) with the project's instance configuration."""
+    import os
+    from pathlib import Path
+
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(settings().dagster_home)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    instance_config = home / "dagster.yaml"
+    with exclusive("dagster_instance"):  # two first runs at once must not both create the storage
+        if not instance_config.exists():
+            project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
+            instance_config.write_text(project_config.read_text())
+        import dagster as dg
+
+        dg.DagsterInstance.get().dispose()
+
+
+# In-process runs log every step event to the terminal; the progress bar says enough. The events are
+# still stored in the Dagster instance, so the UI shows them.
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def check_partition_range(start: date, end: date, today: date) -> None:
+    """Days Dagster has partitions for: from KFS_PARTITIONS_START to today (UTC)."""
+    first = settings().partitions_start
+    if end < start:
+        raise UsageError(f"--end {end} is before --start {start}")
+    if start < first:
+        raise UsageError(f"--start {start} is before the first partition {first} (KFS_PARTITIONS_START)")
+    if end > today:
+        raise UsageError(f"--end {end} is in the future: the last partition is today, {today} (UTC)")
+
+
+def check_source_tables(dsn: str, tables: SourceTables) -> None:
+    """Every configured source table exists: a one-line error naming the table and its variable otherwise."""
+    from core.postgres import describe_dsn
+
+    with connection(dsn) as conn:
+        for attr in ("snapshots", "deltas", "trades", "markets"):
+            name = getattr(tables, attr)
+            if conn.execute("SELECT to_regclass(%s)", (table_identifier(name).as_string(conn),)).fetchone()[0] is None:
+                raise UsageError(f"source table {name} (KFS_TABLE_{attr.upper()}) does not exist in "
+                                 f"{describe_dsn(dsn)}; create it with `kfs db init` or set the variable")
+
+
+def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple[str, ...] = ("ingest", "features"),
+                      console: Console | None = None) -> list:
+    """Materialize, in-process and recorded in the Dagster instance: the daily ingest partitions in
+    [start, end] and the markets asset, then the feature store over the same range in one run. Runs left
+    behind by a killed process give their pool slots back first."""
+    from datetime import datetime, timezone
+
+    check_partition_range(start, end, datetime.now(timezone.utc).date())
+    if "ingest" in stages:
+        from source.pg_server import source_dsn
+
+        check_source_tables(source_dsn(), settings().tables)
+    ensure_dagster_home()
+    import dagster as dg
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orchestration.definitions import defs
+    from orchestration.recovery import local_run_tags, reclaim_dead_runs
+
+    instance = dg.DagsterInstance.get()
+    terminal = console or Console(file=sys.stdout, soft_wrap=True, width=CONSOLE_WIDTH)
+    for run in reclaim_dead_runs(instance):
+        terminal.print(f"reclaimed the pool slots of run {run.run_id} ({run.job_name}): its process {run.pids} is gone")
+    tags = local_run_tags()
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    steps = (len(days) + 1 if "ingest" in stages else 0) + (1 if "features" in stages else 0)
+    results = []
+    # dagster-dbt echoes every dbt log line to stdout; keep the terminal to the progress bar and the
+    # summary, and the dbt lines in a log file (the Dagster UI has them too, per run).
+    dbt_log = settings().home / "logs" / "dbt.log"
+    dbt_log.parent.mkdir(parents=True, exist_ok=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=terminal, transient=quiet, disable=quiet) as progress:
+        task = progress.add_task("materializing", total=steps)
+        if "ingest" in stages:
+            ingest_job = defs.resolve_job_def("ingest_job")
+            for day in days:
+                progress.update(task, description=f"ingesting {day}")
+                results.append(ingest_job.execute_in_process(partition_key=day.isoformat(), instance=instance,
+                                                             run_config=QUIET_RUN, tags=tags))
+                progress.advance(task)
+            progress.update(task, description="ingesting markets")
+            results.append(defs.resolve_job_def("markets_job").execute_in_process(instance=instance, run_config=QUIET_RUN,
+                                                                                  tags=tags))
+            progress.advance(task)
+        if "features" in stages:
+            progress.update(task, description=f"feature store {start} .. {end} (replay, features, dbt, split)")
+            with dbt_log.open("a") as log, contextlib.redirect_stdout(log):
+                results.append(defs.resolve_job_def("feature_store_job").execute_in_process(
+                    instance=instance, run_config=QUIET_RUN,
+                    tags={**tags, "dagster/asset_partition_range_start": start.isoformat(),
+                          "dagster/asset_partition_range_end": end.isoformat()}))
+            progress.advance(task)
+    return results
+
+
+def run_training_job(console: Console, seconds: float | None = None):
+    """Train, validate and publish through Dagster (training_job), in-process; `seconds` overrides the
+    budget of KFS_TRAIN_SECONDS for this run (it travels as run config, visible in the UI)."""
+    ensure_dagster_home()
+    import dagster as dg
+
+    from orchestration.definitions import defs
+
+    run_config = dict(QUIET_RUN)
+    if seconds is not None:
+        run_config["ops"] = {"trained_policy": {"config": {"seconds": float(seconds)}}}
+    from orchestration.recovery import local_run_tags
+
+    with console.status("training, validating and publishing the policy", spinner="dots"):
+        return defs.resolve_job_def("training_job").execute_in_process(
+            instance=dg.DagsterInstance.get(), run_config=run_config, tags=local_run_tags())
+
+
+def failed_checks(results: list) -> tuple[list, list]:
+    """(errors, warnings): failed checks by severity. Errors fail a command; warnings are printed."""
+    failed = [c for r in results for c in r.get_asset_check_evaluations() if not c.passed]
+    errors = [c for c in failed if c.severity.value != "WARN"]
+    return errors, [c for c in failed if c.severity.value == "WARN"]

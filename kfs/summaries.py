@@ -1,0 +1,78 @@
+"""Tables the commands print: the raw lake, the feature store, the validated and published policy."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from core.catalog import RAW_STREAMS, Lake
+
+
+def lake_summary(lake: Lake) -> dict:
+    """Rows, bytes, partitions and quarantined rows per raw dataset."""
+    def rows_and_bytes(paths) -> tuple[int, int]:
+        return sum(lake.parquet_rows(p) for p in paths), sum(lake.size(p) for p in paths)
+
+    summary = {}
+    for stream in (*RAW_STREAMS, "markets"):
+        files = lake.partition_files(f"raw_{stream}") if stream != "markets" else \
+            [p for p in [lake.raw_markets()] if lake.exists(p)]
+        rows, size = rows_and_bytes(files)
+        quarantined, _ = rows_and_bytes(lake.quarantine_files(stream))
+        summary[stream] = {"rows": rows, "bytes": size, "quarantined": quarantined,
+                           "partitions": len(files) if stream != "markets" else 1}
+    return summary
+
+
+def raw_lake_table(summary: dict) -> Table:
+    table = Table(title="kalshi-feature-store demo: raw lake")
+    for column in ("dataset", "rows", "partitions", "bytes", "quarantined"):
+        table.add_column(column, justify="right" if column != "dataset" else "left")
+    for name, info in summary.items():
+        table.add_row(name, f"{info['rows']:,}", str(info["partitions"]), f"{info['bytes']:,}", f"{info['quarantined']:,}")
+    book_events = summary["snapshots"]["rows"] + summary["deltas"]["rows"]
+    table.add_row("[bold]book events[/]", f"{book_events:,}", "", "", "")
+    return table
+
+
+def feature_summary(lake: Lake) -> Table:
+    """Feature rows per day, and markets per volatility class and split."""
+    import polars as pl
+
+    from features import store
+
+    table = Table(title="feature store")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    events = store.load_events(lake=lake).group_by(pl.from_epoch("timestamp_ms", time_unit="ms").dt.date().alias("day")) \
+        .agg(pl.len()).sort("day").collect()
+    for day, rows in events.iter_rows():
+        table.add_row(f"event feature rows {day}", f"{rows:,}")
+    table.add_row("event feature rows, all days", f"{events['len'].sum():,}")
+    markets = store.load_markets(lake)
+    for (klass,), group in sorted(markets.group_by(["volatility_class"])):
+        table.add_row(f"markets {klass}", str(group.height))
+    for (split,), group in sorted(markets.group_by(["split"])):
+        table.add_row(f"markets in {split}", str(group.height))
+    return table
+
+
+def print_policy_summary(target: Console, lake: Lake | None = None) -> None:
+    from training.publish import PRODUCTION, read_registry
+    from training.report import validation_table_rows
+
+    lake = lake or Lake()
+    validation = lake.read_json(lake.candidate() / "validation.json")
+    table = Table(title="validation markets: per-market P&L ($, net of spread and fees)")
+    header, rows = validation_table_rows(validation)
+    for column in header:
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for row in rows:
+        table.add_row(*row)
+    target.print(table)
+    registry = read_registry(lake)
+    latest = registry["versions"][-1]
+    production = registry["aliases"].get(PRODUCTION)
+    target.print(f"published {latest['version']} -> {lake.model_version(latest['version']) / 'policy_int8.pt'}")
+    target.print(f"alias production -> {production or 'none yet'}; this version {'promoted' if latest['promoted'] else 'not promoted'}: "
+                 + "; ".join(latest["reasons"]))

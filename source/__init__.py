@@ -1,0 +1,1 @@
+"""The source side (development and tests): source DDL, the embedded PostgreSQL, the simulator, recording loaders."""

@@ -1,0 +1,172 @@
+"""Simulator invariants, on a small universe in real PostgreSQL and on in-memory markets."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+
+from core.postgres import table_identifier
+from source.simulator import (
+    SimulationConfig,
+    plan_markets,
+    plan_sessions,
+    simulate,
+    simulate_one_market,
+)
+from tests.conftest import SMALL_START
+from tests.reference.replay import replay_events
+from tests.reference.source_rows import book_events_by_stream
+
+
+def _content_digest(dsn, tables) -> str:
+    """Everything the simulation decided (not ids or insert times, which belong to the database)."""
+    queries = [
+        (tables.snapshots, "SELECT session_id, market_ticker, timestamp_ms, sequence_number, yes_bids::text, "
+                           "no_bids::text FROM {} ORDER BY 1, 2, 4"),
+        (tables.deltas, "SELECT session_id, market_ticker, timestamp_ms, sequence_number, side, action, price, "
+                        "old_size, new_size FROM {} ORDER BY 1, 2, 4"),
+        (tables.trades, "SELECT trade_id, market_ticker, yes_price, no_price, count, taker_side, ts, received_at "
+                        "FROM {} ORDER BY 1"),
+        (tables.markets, "SELECT * FROM {} ORDER BY ticker"),
+    ]
+    digest = hashlib.sha256()
+    with psycopg.connect(dsn) as conn:
+        for table, query in queries:
+            for row in conn.execute(sql.SQL(query).format(table_identifier(table))):
+                digest.update(repr(row).encode())
+    return digest.hexdigest()
+
+
+def test_same_seed_same_data_and_other_seed_differs(pg_dsn, fresh_tables):
+    digests = []
+    for seed in (3, 3, 4):
+        tables = fresh_tables()
+        with psycopg.connect(pg_dsn) as conn:
+            simulate(conn, tables, SimulationConfig(markets=4, days=1, seed=seed, start=SMALL_START), first_session_id=1)
+        digests.append(_content_digest(pg_dsn, tables))
+    assert digests[0] == digests[1]
+    assert digests[0] != digests[2]
+
+
+def test_books_are_never_crossed_and_have_depth(small_universe):
+    streams = book_events_by_stream(small_universe["dsn"], small_universe["tables"])
+    assert streams, "the simulator wrote no book events"
+    events = crossed = 0
+    deepest = 0
+    for key, stream in streams.items():
+        assert stream[0]["kind"] == "snapshot", f"{key} does not start with a snapshot"
+        assert [e["sequence_number"] for e in stream] == list(range(1, len(stream) + 1)), f"{key} has sequence gaps"
+        for state in replay_events(stream):
+            events += 1
+            assert state.valid
+            if state.best_yes_bid is not None and state.best_yes_ask is not None:
+                crossed += state.best_yes_bid >= state.best_yes_ask
+        deepest = max(deepest, max(len(e["yes_bids"]) for e in stream if e["kind"] == "snapshot"))
+    assert crossed == 0
+    assert events > 10_000
+    assert deepest >= 6, "snapshots should carry multi-level books"
+
+
+def test_trades_match_the_deltas_they_produced(small_universe):
+    dsn, tables = small_universe["dsn"], small_universe["tables"]
+    with psycopg.connect(dsn) as conn:
+        trades = conn.execute(sql.SQL("SELECT market_ticker, ts, yes_price, count, taker_side FROM {}").format(
+            table_identifier(tables.trades))).fetchall()
+        deltas = conn.execute(sql.SQL(
+            "SELECT market_ticker, timestamp_ms, side, price, old_size - new_size FROM {} WHERE new_size < old_size"
+        ).format(table_identifier(tables.deltas))).fetchall()
+    available = defaultdict(int)
+    for ticker, ts, side, price, taken in deltas:
+        available[(ticker, ts, side, price, taken)] += 1
+    unmatched = 0
+    for ticker, ts, yes_price, count, taker in trades:
+        # A YES taker lifts a NO bid at 100 - yes_price; a NO taker hits the YES bid at yes_price.
+        key = (ticker, ts, "no", 100 - yes_price, count) if taker == "yes" else (ticker, ts, "yes", yes_price, count)
+        if available[key] > 0:
+            available[key] -= 1
+        else:
+            unmatched += 1
+    assert len(trades) > 1000
+    assert unmatched == 0
+
+
+def test_resolutions_agree_with_final_prices(small_universe):
+    dsn, tables = small_universe["dsn"], small_universe["tables"]
+    streams = book_events_by_stream(dsn, tables)
+    final_mid = {}
+    for (_, ticker), stream in sorted(streams.items(), key=lambda kv: kv[1][-1]["timestamp_ms"]):
+        state = replay_events(stream)[-1]
+        if state.best_yes_bid and state.best_yes_ask:
+            final_mid[ticker] = (state.best_yes_bid + state.best_yes_ask) / 2
+    with psycopg.connect(dsn) as conn:
+        results = dict(conn.execute(sql.SQL("SELECT ticker, result FROM {} WHERE result IS NOT NULL").format(
+            table_identifier(tables.markets))).fetchall())
+    assert len(results) >= 3
+    for ticker, result in results.items():
+        assert (final_mid[ticker] >= 95) if result == "yes" else (final_mid[ticker] <= 5), (ticker, result, final_mid[ticker])
+
+
+def _in_memory(config: SimulationConfig):
+    ids, starts, ends = plan_sessions(config, 1)
+    return [simulate_one_market(plan, config, ids, starts, ends) for plan in plan_markets(config)]
+
+
+def test_volatility_classes_are_all_populated():
+    markets = _in_memory(SimulationConfig(markets=120, days=7, seed=5, start=SMALL_START))
+    stds = np.array([np.std(m["latent"]) for m in markets if len(m["latent"]) > 50])
+    shares = [(stds < 0.1).mean(), ((stds >= 0.1) & (stds < 0.3)).mean(), (stds >= 0.3).mean()]
+    assert all(share >= 0.03 for share in shares), shares
+
+
+def _imbalance_predicts_next_move(markets) -> tuple[float, int]:
+    """Correlation of top-5 depth imbalance with the sign of the next mid move.
+
+    Measured at resting states (after size updates and partial fills, which never change the best
+    prices), so the steps inside one multi-delta move do not count as separate moves.
+    """
+    xs, ys = [], []
+    for m in markets:
+        yes = np.zeros(100, np.int64)
+        no = np.zeros(100, np.int64)
+        snapshots = {int(s[0]): s for s in m["snapshots"]}
+        session = None
+        resting = None  # (imbalance, mid) at the last resting state
+        for row in m["deltas"]:
+            if row[0] != session:
+                session = int(row[0])
+                yes[:] = 0
+                no[:] = 0
+                first, count = snapshots[session][3], snapshots[session][4]
+                for side, price, size in m["levels"][first:first + count]:
+                    (yes if side == 0 else no)[price] = size
+                resting = None
+            (yes if row[3] == 0 else no)[row[5]] = row[7]
+            if row[4] != 2:  # only 'update' deltas leave a resting state
+                continue
+            bids, no_bids = np.nonzero(yes)[0], np.nonzero(no)[0]
+            mid = (bids[-1] + 100 - no_bids[-1]) / 2
+            if resting is not None and mid != resting[1]:
+                xs.append(resting[0])
+                ys.append(np.sign(mid - resting[1]))
+            if bids[-1] < 6 or no_bids[-1] < 6:
+                # Within 5 cents of 1 or 99 the price grid truncates one side's top-5 depth, and the mid
+                # can only move away from the edge: a real but mechanical link, not the planted effect.
+                resting = None
+                continue
+            yes_depth = yes[bids[::-1][:5]].sum()
+            no_depth = no[no_bids[::-1][:5]].sum()
+            resting = ((yes_depth - no_depth) / (yes_depth + no_depth), mid)
+    return float(np.corrcoef(xs, ys)[0, 1]), len(xs)
+
+
+@pytest.mark.parametrize("signal,low,high", [(0.0, -0.04, 0.04), (0.6, 0.2, 1.0)])
+def test_planted_signal_strength(signal, low, high):
+    markets = _in_memory(SimulationConfig(markets=80, days=3, seed=1, signal=signal, start=SMALL_START))
+    correlation, moves = _imbalance_predicts_next_move(markets)
+    assert moves > 2000
+    assert low <= correlation <= high, correlation
