@@ -23,7 +23,7 @@ REASONS = (
 EARLIER_COPY = "earlier_copy"
 MAX_SIZE = 2**63 - 1                      # contracts must fit the lake's int64
 _PRICE_KEY = re.compile(r"[1-9][0-9]?")   # plain ASCII 1..99: no sign, space, leading zero, underscore
-_INTEGER_KEY = re.compile(r"-?[0-9]+")    # a plain integer, but out of range
+_INTEGER_KEY = re.compile(r"-?(0|[1-9][0-9]*)")  # a canonical integer, but out of range
 _BOOK_LIST = pl.List(pl.Int64)
 
 

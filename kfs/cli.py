@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -251,18 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Every failure is one line on stderr (`kfs: error: ...`): 2 for bad input or an
     unreachable source, 1 for a failed run or a failed check, 130 when interrupted; `--debug` shows the
-    traceback instead. SIGTERM stops the run like Ctrl-C, so cleanups and child processes end with it."""
+    traceback instead. As the program (`kfs ...`, argv from the command line) it also owns the process's
+    signals: SIGTERM stops the run like Ctrl-C, and an interrupt always ends the process (see
+    `_watch_interrupts`). Called with an explicit argv (tests, other programs) it leaves signals alone."""
     import signal
 
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    if argv is None:
+        signal.signal(signal.SIGTERM, _interrupt)
+        _watch_interrupts()
     try:
         return args.func(args)
     except KeyboardInterrupt:
         err_console.print("kfs: interrupted")
         return 130
-    except Exception as error:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
-        if args.debug:
+    except BaseException as error:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
+        # (Dagster's DagsterExecutionInterruptedError derives from BaseException, like KeyboardInterrupt.)
+        if args.debug or isinstance(error, (SystemExit, GeneratorExit)):
             raise
         status, message = describe_error(error)
         if status == 130:
@@ -274,6 +280,54 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+INTERRUPT_GRACE_S = 20.0
+_WAKEUP_SOCKETS: list = []
+
+
+def _watch_interrupts() -> None:
+    """Make sure an interrupt ends the process. Dagster replaces our handlers while a run executes and turns
+    SIGINT/SIGTERM into an exception raised wherever the step happens to be: raised inside a finalizer it is
+    lost, and a run waiting for a pool slot does not check for it at all. The wakeup fd hears every signal
+    whatever handler Python runs; if the process is still alive `INTERRUPT_GRACE_S` after one (or at once on
+    a second), its child processes are stopped and it exits 130. A run it abandons this way is reclaimed by
+    the next `kfs materialize` (orchestration/recovery.py)."""
+    import signal
+    import socket
+    import threading
+    import time
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    _WAKEUP_SOCKETS[:] = [reader, writer]  # the signal machinery keeps only the descriptor: keep the objects
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    stops = {signal.SIGINT, signal.SIGTERM}
+
+    def watch() -> None:
+        first = None
+        while True:
+            reader.settimeout(None if first is None else max(first + INTERRUPT_GRACE_S - time.monotonic(), 0.01))
+            try:
+                received = [s for s in reader.recv(64) if s in stops]
+            except TimeoutError:
+                _exit_interrupted()
+            if received and first is not None:
+                _exit_interrupted()
+            if received:
+                first = time.monotonic()
+
+    threading.Thread(target=watch, name="kfs-interrupt-watchdog", daemon=True).start()
+
+
+def _exit_interrupted() -> None:
+    from kfs.runners import stop_child_processes
+
+    stop_child_processes()
+    err_console.print("kfs: interrupted")
+    os._exit(130)
 
 
 def describe_error(error: BaseException) -> tuple[int, str]:

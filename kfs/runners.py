@@ -82,9 +82,10 @@ def ensure_dagster_home() -> None:
         dg.DagsterInstance.get().dispose()
 
 
-# In-process runs log every step event to the terminal; the progress bar says enough. The events are
+# In-process runs log every step event (and every failure, with its traceback) to the terminal; the progress
+# bar and our one-line errors say enough. The events are
 # still stored in the Dagster instance, so the UI shows them.
-QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def check_partition_range(start: date, end: date, today: date) -> None:
@@ -189,3 +190,45 @@ def failed_checks(results: list) -> tuple[list, list]:
     failed = [c for r in results for c in r.get_asset_check_evaluations() if not c.passed]
     errors = [c for c in failed if c.severity.value != "WARN"]
     return errors, [c for c in failed if c.severity.value == "WARN"]
+
+
+def child_pids(pid: int | None = None) -> list[int]:
+    """Processes whose parent is `pid` (default: this process), from /proc."""
+    import os
+    from pathlib import Path
+
+    pid = os.getpid() if pid is None else pid
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(entry.name))
+    return children
+
+
+def stop_child_processes(grace_s: float = 5.0) -> None:
+    """SIGTERM every child process (dbt, a benchmark), SIGKILL what is left after `grace_s`. The embedded
+    PostgreSQL is not a child: pg_ctl detaches it."""
+    import os
+    import signal
+    import time
+
+    children = child_pids()
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in children):
+        time.sleep(0.1)
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

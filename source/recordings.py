@@ -214,12 +214,15 @@ def _read_frames(path: Path) -> list[tuple[int, dict]]:
     return frames
 
 
-def _frame_times(frames: list[tuple[int, dict]], naive_tz) -> list[int | None]:
+def _frame_times(path: Path, frames: list[tuple[int, dict]], naive_tz) -> list[int | None]:
     """Each frame's time; frames without any time (snapshots usually) take the next known time."""
     times: list[int | None] = []
     for line_no, frame in frames:
         msg = frame.get("msg") if isinstance(frame.get("msg"), dict) else {}
-        times.append(_frame_time_ms(frame, msg, naive_tz))
+        try:
+            times.append(_frame_time_ms(frame, msg, naive_tz))
+        except (TypeError, ValueError) as error:
+            raise RecordingFormatError(f"{path}:{line_no}: {error}") from None
     following: int | None = None
     for i in range(len(times) - 1, -1, -1):
         if times[i] is None:
@@ -238,10 +241,7 @@ def _load_jsonl(path: Path, recorder: _Recorder, naive_tz) -> None:
     last_ms: int | None = None
     last_seq_by_sid: dict[object, int] = {}
     frames = _read_frames(path)
-    try:
-        times = _frame_times(frames, naive_tz)
-    except ValueError as error:
-        raise RecordingFormatError(f"{path}: {error}") from None
+    times = _frame_times(path, frames, naive_tz)
     for (line_no, frame), ts_ms in zip(frames, times):
         kind = frame.get("type")
         if kind is None:

@@ -120,6 +120,30 @@ def promotion_gate(comparison: dict, latency: dict, latency_budget_p99_us: float
     return GateDecision(promote=not reasons, reasons=reasons or ["beats every baseline and meets the latency budget"])
 
 
+BEHAVIOUR_CHECK = "behaviour_check.pt"
+BEHAVIOUR_SAMPLE = 512
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def behaviour_sample(model: torch.jit.ScriptModule, obs: torch.Tensor, live: torch.Tensor,
+                     size: int = BEHAVIOUR_SAMPLE) -> dict[str, torch.Tensor]:
+    """Recorded observations and the published model's actions on them: a loader replays them to prove it
+    serves this model. Observations where the model trades come first (a model that never trades, or one
+    that always buys, is told apart from this one on those)."""
+    with torch.no_grad():
+        actions = model(obs, live)
+    trades = ((actions != 0) & live).any(-1)
+    order = torch.cat([torch.nonzero(trades).flatten(), torch.nonzero(~trades).flatten()])[:size]
+    return {"obs": obs[order].clone(), "live": live[order].clone(), "actions": actions[order].clone()}
+
+
 def read_registry(lake: Lake) -> dict:
     path = lake.model_registry()
     return lake.read_json(path) if lake.exists(path) else {"versions": [], "aliases": {}}
@@ -142,11 +166,14 @@ def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, st
     reloaded_int8 = torch.jit.load(str(folder / "policy_int8.pt"))
     reloaded_fp32 = torch.jit.load(str(folder / "policy_fp32.pt"))
     agreement = action_agreement(reloaded_fp32, reloaded_int8, *validation_obs)
+    torch.save(behaviour_sample(reloaded_int8, *validation_obs), folder / BEHAVIOUR_CHECK)
     latency = {"int8": latency_us(reloaded_int8, len(feature_names)), "fp32": latency_us(reloaded_fp32, len(feature_names))}
     decision = promotion_gate(comparison, latency["int8"], latency_budget_p99_us)
     manifest = {
         "version": version, "created_at": datetime.now(timezone.utc).isoformat(), "code_version": code_version(),
-        "artifact": "policy_int8.pt", "artifact_fp32": "policy_fp32.pt",
+        "artifact": "policy_int8.pt", "artifact_fp32": "policy_fp32.pt", "behaviour_check": BEHAVIOUR_CHECK,
+        # Written before the manifest; a loader refuses a file whose checksum differs.
+        "sha256": {name: sha256_of(folder / name) for name in ("policy_int8.pt", "policy_fp32.pt", BEHAVIOUR_CHECK)},
         "inputs": {"obs": ["batch", MAX_SLOTS, len(feature_names) + POSITION_FEATURES], "live": ["batch", MAX_SLOTS]},
         "output": "action per slot: 0 HOLD, 1 BUY_YES, 2 SELL_YES, 3 BUY_NO, 4 SELL_NO",
         "feature_names": feature_names, "feature_schema_version": EVENTS_SCHEMA_VERSION,

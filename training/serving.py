@@ -1,9 +1,16 @@
-"""Loading published policies by alias, with checks and atomic hot reload.
+"""Loading published policies by alias, with verification and atomic hot reload.
 
-A trading process keeps one `PolicyServer`; `act()` always uses a model that passed its checks.
-`refresh()` looks at the registry: when the alias points at a new version it loads it with plain
-`torch.jit.load`, checks output shape and latency, and swaps it in under a lock. On any failure the
-old model stays and the error is kept in `last_error`.
+A trading process keeps one `PolicyServer`; `act()` always uses a model that passed every check.
+`refresh()` looks at the registry: when the alias points at a new version, the version is verified before
+anything of it runs, then swapped in under a lock:
+
+1. the manifest was built for the feature schema this process computes (schema hash and input width);
+2. every artifact's sha256 matches the manifest (a flipped byte is refused before `torch.jit.load`);
+3. the model reproduces its own recorded actions on recorded observations (a foreign or swapped model
+   that still loads is refused), with the right output shape and within the latency budget.
+
+On any failure the old model keeps serving, `refresh()` returns False and the reason is in `last_error`;
+only when no model was ever loaded does it raise `PolicyLoadError`.
 """
 
 from __future__ import annotations
@@ -13,12 +20,18 @@ import threading
 import torch
 
 from core.catalog import Lake
+from features.schema import MODEL_FEATURES
 from training.publish import (
     LATENCY_BUDGET_P99_US,
     PRODUCTION,
+    feature_schema_hash,
     latency_us,
     quiet_torch_deprecations,
+    sha256_of,
 )
+from training.spaces import MAX_SLOTS, N_ACTIONS, POSITION_FEATURES
+
+MIN_BEHAVIOUR_AGREEMENT = 0.98  # int8 kernels may differ in a rare tie across CPUs; a different model cannot
 
 
 class PolicyLoadError(RuntimeError):
@@ -26,7 +39,8 @@ class PolicyLoadError(RuntimeError):
 
 
 class PolicyServer:
-    def __init__(self, lake: Lake | None = None, alias: str = PRODUCTION, latency_budget_p99_us: float = LATENCY_BUDGET_P99_US):
+    def __init__(self, lake: Lake | None = None, alias: str = PRODUCTION,
+                 latency_budget_p99_us: float = LATENCY_BUDGET_P99_US):
         self.lake = lake or Lake()
         self.alias = alias
         self.latency_budget = latency_budget_p99_us
@@ -49,19 +63,16 @@ class PolicyServer:
     def _load_checked(self, version: str) -> tuple[torch.jit.ScriptModule, dict]:
         folder = self.lake.model_version(version)
         manifest = self.lake.read_json(folder / "manifest.json")
+        _check_schema(version, manifest)
+        _check_checksums(version, manifest, folder)
         quiet_torch_deprecations()
         try:
-            model = torch.jit.load(str(folder / manifest["artifact"]))
+            model = torch.jit.load(str(folder / manifest["artifact"]), map_location="cpu")
+            recorded = torch.load(folder / manifest["behaviour_check"], weights_only=True)
         except Exception as error:  # any broken or foreign file: refuse it, keep serving the old model
             raise PolicyLoadError(f"{version}: cannot load {manifest['artifact']}: {error}") from None
-        _, slots, width = manifest["inputs"]["obs"]
-        obs = torch.zeros((1, slots, width))
-        live = torch.ones((1, slots), dtype=torch.bool)
-        with torch.no_grad():
-            out = model(obs, live)
-        if tuple(out.shape) != (1, slots) or out.dtype != torch.long or int(out.min()) < 0 or int(out.max()) > 4:
-            raise PolicyLoadError(f"{version}: output {tuple(out.shape)} {out.dtype} is not one action per slot")
-        latency = latency_us(model, width - 3, calls=500)
+        _check_behaviour(version, model, recorded)
+        latency = latency_us(model, len(MODEL_FEATURES), calls=500)
         if latency["p99_us"] > self.latency_budget:
             raise PolicyLoadError(f"{version}: p99 latency {latency['p99_us']:.0f} us over {self.latency_budget:.0f} us")
         return model, manifest
@@ -73,10 +84,10 @@ class PolicyServer:
             if version == self.version:
                 return False
             model, manifest = self._load_checked(version)
-        except (PolicyLoadError, OSError, KeyError, ValueError) as error:
-            self.last_error = str(error)
+        except Exception as error:  # noqa: BLE001 - a bad version must never take down a serving process
+            self.last_error = str(error) if isinstance(error, PolicyLoadError) else f"{type(error).__name__}: {error}"
             if self._model is None:
-                raise PolicyLoadError(str(error)) from None
+                raise PolicyLoadError(self.last_error) from None
             return False
         with self._lock:
             self._model, self.version, self.manifest = model, version, manifest
@@ -90,3 +101,45 @@ class PolicyServer:
             raise PolicyLoadError("no model loaded: call refresh() first")
         with torch.no_grad():
             return model(obs, live)
+
+    def current(self) -> tuple[torch.jit.ScriptModule | None, str | None]:
+        """The model and its version as one consistent pair (a hot reload swaps both at once)."""
+        with self._lock:
+            return self._model, self.version
+
+
+def _check_schema(version: str, manifest: dict) -> None:
+    running = feature_schema_hash(list(MODEL_FEATURES))
+    if manifest.get("feature_schema_hash") != running or manifest.get("feature_names") != list(MODEL_FEATURES):
+        raise PolicyLoadError(f"{version}: built for feature schema {manifest.get('feature_schema_hash')}, this process "
+                              f"computes {running}; retrain or run the code version that published it")
+    _, slots, width = manifest["inputs"]["obs"]
+    if (slots, width) != (MAX_SLOTS, len(MODEL_FEATURES) + POSITION_FEATURES):
+        raise PolicyLoadError(f"{version}: expects observations of {slots} x {width}, this process builds "
+                              f"{MAX_SLOTS} x {len(MODEL_FEATURES) + POSITION_FEATURES}")
+
+
+def _check_checksums(version: str, manifest: dict, folder) -> None:
+    digests = manifest.get("sha256") or {}
+    for name in (manifest["artifact"], manifest["behaviour_check"]):
+        if name not in digests:
+            raise PolicyLoadError(f"{version}: the manifest has no checksum for {name}")
+        if sha256_of(folder / name) != digests[name]:
+            raise PolicyLoadError(f"{version}: {name} does not match its sha256 in the manifest (corrupt or replaced)")
+
+
+def _check_behaviour(version: str, model: torch.jit.ScriptModule, recorded: dict) -> None:
+    try:
+        with torch.no_grad():
+            actions = model(recorded["obs"], recorded["live"])
+    except Exception as error:  # noqa: BLE001 - a model that cannot act on real input is refused
+        raise PolicyLoadError(f"{version}: fails on recorded observations: {error}") from None
+    expected = recorded["actions"]
+    if tuple(actions.shape) != tuple(expected.shape) or actions.dtype != torch.long or \
+            int(actions.min()) < 0 or int(actions.max()) >= N_ACTIONS:
+        raise PolicyLoadError(f"{version}: output {tuple(actions.shape)} {actions.dtype} is not one action per slot")
+    live = recorded["live"]
+    agreement = float(((actions == expected) & live).sum() / live.sum().clamp(min=1))
+    if agreement < MIN_BEHAVIOUR_AGREEMENT:
+        raise PolicyLoadError(f"{version}: reproduces only {agreement:.0%} of its recorded actions: not the model "
+                              "that was published")

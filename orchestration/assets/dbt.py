@@ -10,6 +10,8 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from core.locks import exclusive
+from core.settings import settings
+from orchestration.dbt_child import watched_dbt_executable
 from orchestration.dbt_project import (
     DBT_EXECUTABLE,
     dbt_project,
@@ -46,4 +48,6 @@ def dbt_split_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource):
 
 
 def dbt_resource() -> DbtCliResource:
-    return DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
+    """dbt through a wrapper that stops it when the run's process dies (orchestration/dbt_child.py)."""
+    return DbtCliResource(project_dir=dbt_project,
+                          dbt_executable=watched_dbt_executable(settings().home, DBT_EXECUTABLE))

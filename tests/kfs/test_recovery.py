@@ -1,0 +1,99 @@
+"""A run killed with SIGKILL, mid-ingest or mid-dbt, leaves nothing that blocks or changes the next run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from kfs.runners import child_pids
+from tests.conftest import REPO, SMALL_CONFIG
+
+FIRST = SMALL_CONFIG.start
+LAST = SMALL_CONFIG.start + timedelta(days=SMALL_CONFIG.days - 1)
+RERUN_BOUND_S = 240  # a clean run takes ~25 s here; a run blocked by a dead one never ends
+
+
+def _env(small_universe, root: Path) -> dict:
+    env = dict(os.environ, KFS_PG_DSN=small_universe["dsn"], KFS_LAKE=str(root / "lake"), KFS_HOME=str(root / "home"),
+               KFS_WAREHOUSE=str(root / "warehouse.duckdb"), DAGSTER_HOME=str(root / "dagster"))
+    for stream in ("snapshots", "deltas", "trades", "markets"):
+        env[f"KFS_TABLE_{stream.upper()}"] = getattr(small_universe["tables"], stream)
+    return env
+
+
+def _materialize(env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kfs.cli", "materialize", "--start", FIRST.isoformat(), "--end",
+                             LAST.isoformat()], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _lake_files(lake: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(lake)): p.read_bytes() for p in sorted(lake.rglob("*.parquet"))
+            if not p.name.startswith(".")}
+
+
+def _descendants(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        children = [c for p in frontier for c in child_pids(p)]
+        found += children
+        frontier = children
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> list[int]:
+    """SIGKILL `process` once `ready()` holds; returns the processes it had started (to check they die too)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before the moment to kill it"
+        time.sleep(0.05)
+    children = _descendants(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(30)
+    return children
+
+
+def _finishes(env: dict) -> str:
+    rerun = _materialize(env)
+    out, _ = rerun.communicate(timeout=RERUN_BOUND_S)
+    assert rerun.returncode == 0, out[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_a_killed_run_blocks_nothing_and_the_rerun_writes_a_clean_runs_bytes(small_universe, tmp_path):
+    clean = _env(small_universe, tmp_path / "clean")
+    assert _finishes(clean)
+    expected = _lake_files(tmp_path / "clean" / "lake")
+
+    killed = _env(small_universe, tmp_path / "killed")
+    lake = tmp_path / "killed" / "lake"
+    mid_ingest = _materialize(killed)
+    _kill_when(mid_ingest, lambda: any(lake.glob("raw/*/date=*/*.parquet")))
+    _finishes(killed)
+
+    mid_dbt = _materialize(killed)
+    orphans = _kill_when(mid_dbt, lambda: any("dbt" in _cmdline(p) for p in _descendants(mid_dbt.pid)))
+    assert any("dbt" in _cmdline(p) for p in orphans)
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{p}").exists() for p in orphans) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in orphans if Path(f"/proc/{p}").exists()], "dbt outlived the run that started it"
+    out = _finishes(killed)
+    assert "reclaimed the pool slots of run" in out
+
+    assert _lake_files(lake) == expected
