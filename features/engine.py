@@ -410,7 +410,7 @@ class EngineState:
 
     def __post_init__(self):
         self.ring_events = max(self.ring_events, MIN_RING)
-        self.ring_trades = max(self.ring_trades, MIN_RING)
+        self.ring_trades = max(self.ring_trades, 2)
         self.ints = np.zeros((0, N_STATE), np.int64)
         self.yes = np.zeros((0, 100), np.int64)
         self.no = np.zeros((0, 100), np.int64)

@@ -1,35 +1,66 @@
-"""The per-event feature table: book replay plus the five feature groups, point-in-time correct.
+"""The per-event feature table, built offline from the raw lake with the feature engine.
 
-A row at time t uses only events, trades and settlements with time <= t: replay and windows are
-causal passes in stream order; settlements enter the resolution features only once
-`settled_ts < t`; market metadata used here (category, series, open and close times) is known when
-the market opens. Building a range of days reads `lookback_days` earlier days of raw data, so that
-books (sessions started earlier) and trailing windows are complete at the first event of the range.
+A row at time t uses only events, trades received and settlements with time <= t: the engine
+(features/engine.py) is a causal pass in record order; settlements enter the resolution features only once
+`settled_ts < t`; market metadata (category, series, open and close times) is known when the market opens.
+Building a range of days starts `KFS_REPLAY_LOOKBACK_DAYS` earlier and walks the raw lake one day at a
+time, carrying the engine's state from day to day: books (sessions started earlier) and trailing windows
+are complete at the first event of the range, and memory depends on the markets, not on the history.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import Iterator
 
+import numpy as np
 import polars as pl
 
 from core.catalog import Lake
-from core.markets import CATEGORIES
 from core.settings import settings
-from features import windows
-from features.book_features import BOOK_FEATURE_COLUMNS, NO_CLOSE, book_features_kernel
-from features.replay import KIND_SNAPSHOT, ReplayCounts, merge_book_events, replay
-from features.resolution import (
-    category_expr,
-    read_resolution_history,
-    resolution_columns,
+from features.engine import (
+    BOOK_OUTPUTS,
+    ENGINE_FEATURES,
+    KIND_DELTA,
+    KIND_SNAPSHOT,
+    KIND_TRADE,
+    SIDE_NO,
+    SIDE_YES,
+    EngineState,
+    Markets,
+    Output,
+    Records,
+    ResolutionIndex,
+    markets_from_frame,
+    run,
 )
+from features.resolution import read_resolution_history
 from features.schema import EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
 from ingest.streams import MARKETS, PARTITIONED_STREAMS
 
 _DTYPES = {"str": pl.String, "i64": pl.Int64, "i16": pl.Int16, "bool": pl.Boolean, "f64": pl.Float64}
+_TIME_KEY_SPAN = 10**13  # market id * span + time orders records market by market (times < year 2286)
+
+
+@dataclass
+class ReplayCounts:
+    events: int = 0
+    snapshots: int = 0
+    sequence_gaps: int = 0
+    deltas_before_snapshot: int = 0
+    invalid_events: int = 0
+    crossed_events: int = 0
+    out_of_order_timestamps: int = 0
+
+    def add(self, frame: pl.DataFrame) -> None:
+        self.events += frame.height
+        self.snapshots += int((frame["event_kind"] == "snapshot").sum())
+        self.sequence_gaps += int(frame["sequence_gap"].sum())
+        self.deltas_before_snapshot += int(frame["delta_before_snapshot"].sum())
+        self.invalid_events += int((~frame["book_valid"]).sum())
+        self.crossed_events += int(frame["crossed"].sum())
+        self.out_of_order_timestamps += int(frame["timestamp_out_of_order"].sum())
 
 
 @dataclass
@@ -63,121 +94,194 @@ def load_markets(lake: Lake) -> pl.DataFrame:
     return lake.read_parquet(lake.raw_markets())
 
 
-def stream_core_features(book: pl.DataFrame, trades: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
-    """The replayed stream with its monotone time, trade windows and the orderbook + temporal groups
-    (the compiled core of the feature build)."""
-    frame = book.with_row_index("row").with_columns(
-        pl.col("timestamp_ms").cum_max().over("market_ticker").alias("event_time_ms"),
-        pl.col("market_ticker").rle_id().cast(pl.Int64).alias("market_group"),
-    ).join(meta, on="market_ticker", how="left", maintain_order="left").with_columns(
-        pl.col("category").fill_null("other"), pl.col("series_ticker").fill_null("unknown"))
-    group = frame["market_group"].to_numpy()
-    time_ms = frame["event_time_ms"].to_numpy()
-    market_groups = frame.select("market_ticker", "market_group").unique("market_ticker")
-    trades = trades.join(market_groups, on="market_ticker", how="inner").sort("market_group", "ts", "id")
-    trade_args = (trades["market_group"].to_numpy(), trades["ts"].to_numpy(), trades["yes_price"].to_numpy(),
-                  trades["count"].to_numpy(), (trades["taker_side"] == "yes").to_numpy())
-    flow_1m = windows.trade_windows(group, time_ms, *trade_args, 60_000)
-    flow_5m = windows.trade_windows(group, time_ms, *trade_args, 300_000)
-    volume_so_far = windows.cumulative_trade_contracts(group, time_ms, trade_args[0], trade_args[1], trade_args[3])
-    book_matrix = book_features_kernel(
-        group, time_ms, frame["best_yes_bid_cents"].to_numpy(), frame["best_no_bid_cents"].to_numpy(),
-        frame["yes_depth5"].to_numpy(), frame["no_depth5"].to_numpy(), flow_5m[1] + flow_5m[2],
-        frame["close_ms"].fill_null(NO_CLOSE).to_numpy())
-    return frame.with_columns(
-        *[pl.Series(name, book_matrix[j]) for j, name in enumerate(BOOK_FEATURE_COLUMNS)],
-        pl.Series("trades_1m", flow_1m[0]), pl.Series("yes_taker_1m", flow_1m[1]), pl.Series("no_taker_1m", flow_1m[2]),
-        pl.Series("trades_5m", flow_5m[0]), pl.Series("yes_taker_5m", flow_5m[1]), pl.Series("no_taker_5m", flow_5m[2]),
-        pl.Series("large_5m", flow_5m[3]), pl.Series("notional_5m", flow_5m[4]),
-        pl.Series("volume_so_far", volume_so_far),
-    )
+# -- records --------------------------------------------------------------------------------------
+
+@dataclass
+class RecordBatch:
+    """Records for the engine plus what the kernel does not need but the output rows name."""
+
+    records: Records
+    record_id: np.ndarray       # source row id of each record
+    timestamp_ms: np.ndarray    # recorded time of each record (book events: timestamp_ms)
 
 
-def market_meta(markets: pl.DataFrame) -> pl.DataFrame:
-    return markets.select(
-        pl.col("ticker").alias("market_ticker"),
-        category_expr().alias("category"),
-        pl.col("series_ticker").fill_null("unknown"),
-        pl.col("open_ts").dt.epoch("ms").alias("open_ms"), pl.col("close_ts").dt.epoch("ms").alias("close_ms"),
-    )
+def register_markets(markets: Markets, tickers) -> None:
+    """Markets seen in events but missing from the markets table get defaults (category other, no times)."""
+    for ticker in sorted(set(tickers) - set(markets.index)):
+        markets.add(ticker, None, None, None, None)
 
 
-def compute_event_features(book: pl.DataFrame, trades: pl.DataFrame, markets: pl.DataFrame,
-                           history: pl.DataFrame) -> pl.DataFrame:
-    """Every feature for a replayed stream (sorted by market, session, sequence)."""
-    frame = stream_core_features(book, trades, market_meta(markets))
-    bid = pl.col("best_yes_bid_cents").cast(pl.Float64)
-    no_bid = pl.col("best_no_bid_cents").cast(pl.Float64)
-    ask = pl.when(no_bid > 0).then(100.0 - no_bid).otherwise(100.0)
-    no_ask = pl.when(bid > 0).then(100.0 - bid).otherwise(100.0)
-    contracts_5m = (pl.col("yes_taker_5m") + pl.col("no_taker_5m")).cast(pl.Float64)
-    contracts_1m = (pl.col("yes_taker_1m") + pl.col("no_taker_1m")).cast(pl.Float64)
-    lifetime = (pl.col("close_ms") - pl.col("open_ms")).cast(pl.Float64)
+def book_and_trade_records(snapshots: pl.DataFrame, deltas: pl.DataFrame, trades: pl.DataFrame, markets: Markets,
+                           last_time: np.ndarray | None = None) -> RecordBatch:
+    """The canonical record order: per market, book events by (session, sequence), and each trade before the
+    first book event whose event time (running maximum of timestamps, continuing `last_time` of the market
+    from earlier batches) reaches the trade's receive time."""
+    register_markets(markets, [*snapshots["market_ticker"].to_list(), *deltas["market_ticker"].to_list(),
+                               *trades["market_ticker"].to_list()])
+    ids = pl.DataFrame({"market_ticker": markets.tickers, "market": np.arange(len(markets.tickers), dtype=np.int64)},
+                       schema={"market_ticker": pl.String, "market": pl.Int64})
+    snap = snapshots.join(ids, on="market_ticker", how="left").with_row_index("snapshot_row")
+    levels = pl.concat([
+        snap.select("snapshot_row", pl.lit(SIDE_YES, pl.Int8).alias("side"),
+                    pl.col("yes_bid_prices").alias("price"), pl.col("yes_bid_sizes").alias("size")),
+        snap.select("snapshot_row", pl.lit(SIDE_NO, pl.Int8).alias("side"),
+                    pl.col("no_bid_prices").alias("price"), pl.col("no_bid_sizes").alias("size")),
+    ]).explode("price", "size").drop_nulls("price").sort("snapshot_row", "side", "price")
+    offsets = levels.with_row_index("level_row").group_by("snapshot_row").agg(
+        pl.col("level_row").min().alias("level_offset"), pl.len().alias("level_count"))
+    common = ("market", "session_id", "sequence_number", "id", "timestamp_ms")
+    book = pl.concat([
+        snap.join(offsets, on="snapshot_row", how="left").select(
+            *common, pl.lit(KIND_SNAPSHOT, pl.Int8).alias("kind"), pl.lit(SIDE_YES, pl.Int8).alias("side"),
+            pl.lit(0, pl.Int64).alias("price"), pl.lit(0, pl.Int64).alias("size"),
+            pl.col("level_offset").fill_null(0).cast(pl.Int64), pl.col("level_count").fill_null(0).cast(pl.Int64)),
+        deltas.join(ids, on="market_ticker", how="left").select(
+            *common, pl.lit(KIND_DELTA, pl.Int8).alias("kind"),
+            pl.when(pl.col("side") == "yes").then(SIDE_YES).otherwise(SIDE_NO).cast(pl.Int8).alias("side"),
+            pl.col("price").cast(pl.Int64), pl.col("new_size").cast(pl.Int64).alias("size"),
+            pl.lit(0, pl.Int64).alias("level_offset"), pl.lit(0, pl.Int64).alias("level_count")),
+    ]).sort("market", "session_id", "sequence_number", "kind", "id")
+    previous = np.full(len(markets.tickers), np.iinfo(np.int64).min, np.int64)
+    if last_time is not None:
+        previous[: min(len(last_time), len(previous))] = last_time[: len(previous)]
+    earlier = pl.DataFrame({"market": np.arange(len(previous), dtype=np.int64), "_earlier": previous})
+    book = book.join(earlier, on="market", how="left", maintain_order="left").with_columns(
+        pl.max_horizontal(pl.col("timestamp_ms").cum_max().over("market"), "_earlier").alias("event_time")
+    ).drop("_earlier")
+    # A trade is visible from its receive time (its exchange time when the feed did not record one).
+    trade_rows = trades.join(ids, on="market_ticker", how="left").select(
+        "market", pl.lit(0, pl.Int64).alias("session_id"), pl.lit(0, pl.Int64).alias("sequence_number"), "id",
+        pl.col("ts").alias("timestamp_ms"), pl.lit(KIND_TRADE, pl.Int8).alias("kind"),
+        pl.when(pl.col("taker_side") == "yes").then(SIDE_YES).otherwise(SIDE_NO).cast(pl.Int8).alias("side"),
+        pl.col("yes_price").cast(pl.Int64).alias("price"), pl.col("count").cast(pl.Int64).alias("size"),
+        pl.lit(0, pl.Int64).alias("level_offset"), pl.lit(0, pl.Int64).alias("level_count"),
+        pl.max_horizontal(pl.coalesce("received_at", "ts"), "ts").alias("event_time"),
+    ).sort("market", "event_time", "timestamp_ms", "id")
+    book_key = book["market"].to_numpy() * _TIME_KEY_SPAN + book["event_time"].to_numpy().clip(0)
+    trade_key = trade_rows["market"].to_numpy() * _TIME_KEY_SPAN + trade_rows["event_time"].to_numpy().clip(0)
+    trade_position = np.searchsorted(book_key, trade_key, side="left")
+    records = pl.concat([
+        book.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_position"), pl.lit(1, pl.Int8).alias("_then")),
+        trade_rows.with_columns(pl.Series("_position", trade_position, dtype=pl.Int64), pl.lit(0, pl.Int8).alias("_then")),
+    ], how="vertical_relaxed").sort("_position", "_then", "market", "event_time", "id", maintain_order=True)
+    return RecordBatch(
+        records=Records(
+            kind=records["kind"].to_numpy(), market=records["market"].to_numpy(),
+            session=records["session_id"].to_numpy(), sequence=records["sequence_number"].to_numpy(),
+            time_ms=np.where(records["kind"].to_numpy() == KIND_TRADE, records["event_time"].to_numpy(),
+                             records["timestamp_ms"].to_numpy()),
+            side=records["side"].to_numpy(), price=records["price"].to_numpy(), size=records["size"].to_numpy(),
+            level_offset=records["level_offset"].to_numpy(), level_count=records["level_count"].to_numpy(),
+            level_side=levels["side"].to_numpy(), level_price=levels["price"].cast(pl.Int64).to_numpy(),
+            level_size=levels["size"].cast(pl.Int64).to_numpy()),
+        record_id=records["id"].to_numpy(), timestamp_ms=records["timestamp_ms"].to_numpy())
 
-    def ratio(numerator: pl.Expr, denominator: pl.Expr, default: float = 0.0) -> pl.Expr:
-        return pl.when(denominator > 0).then(numerator / denominator).otherwise(default)
 
-    frame = frame.with_columns(
-        pl.when(pl.col("kind") == KIND_SNAPSHOT).then(pl.lit("snapshot")).otherwise(pl.lit("delta")).alias("event_kind"),
-        pl.col("id").alias("event_id"),
-        ask.cast(pl.Int16).alias("best_yes_ask_cents"),
-        no_ask.cast(pl.Int16).alias("best_no_ask_cents"),
-        (pl.col("best_yes_bid_cents") == 0).alias("yes_side_empty"),
-        (pl.col("best_no_bid_cents") == 0).alias("no_side_empty"),
-        ((bid > 0) & (no_bid > 0) & (bid + no_bid >= 100)).alias("crossed"),
-        (pl.col("timestamp_ms") < pl.col("event_time_ms")).alias("timestamp_out_of_order"),
-        # trade flow
-        ratio((pl.col("yes_taker_1m") - pl.col("no_taker_1m")).cast(pl.Float64), contracts_1m).alias("tf_net_flow_1m"),
-        ratio((pl.col("yes_taker_5m") - pl.col("no_taker_5m")).cast(pl.Float64), contracts_5m).alias("tf_net_flow_5m"),
-        ratio(pl.col("large_5m").cast(pl.Float64), contracts_5m).alias("tf_large_trade_share_5m"),
-        pl.col("trades_1m").cast(pl.Float64).log1p().alias("tf_trade_intensity_1m"),
-        (pl.col("trades_1m").cast(pl.Float64).log1p() - (pl.col("trades_5m") / 5.0).log1p()).tanh()
-        .alias("tf_trade_acceleration"),
-        pl.when(contracts_5m > 0).then((pl.col("notional_5m") / contracts_5m - (bid + ask) / 2.0) / 100.0)
-        .otherwise(0.0).alias("tf_vwap_divergence_5m"),
-        # metadata
-        *[(pl.col("category") == c).cast(pl.Float64).alias(f"md_category_{c}") for c in CATEGORIES],
-        pl.when(lifetime > 0).then(((pl.col("event_time_ms") - pl.col("open_ms")) / lifetime).clip(0.0, 1.0))
-        .otherwise(0.5).fill_null(0.5).alias("md_lifecycle_position"),
-        (pl.col("volume_so_far").cast(pl.Float64).log1p() / math.log1p(1e6)).clip(upper_bound=1.0).alias("md_volume_used"),
-    )
-    frame = frame.with_columns(*resolution_columns(frame, history, "category", "rs_category"),
-                               *resolution_columns(frame, history, "series_ticker", "rs_series"))
-    return frame.select(pl.col(c.name).cast(_DTYPES[c.dtype]) for c in EVENT_COLUMNS)
+def feature_frame(batch: RecordBatch, output: Output, markets: Markets) -> pl.DataFrame:
+    """The event rows of a batch: identity, book columns and every feature, in EVENT_COLUMNS order."""
+    rec = output.record
+    records = batch.records
+    tickers = np.asarray(markets.tickers, dtype=object)
+    book = {name: output.book[:, k] for k, name in enumerate(BOOK_OUTPUTS)}
+    bid, no_bid = book["best_yes_bid_cents"], book["best_no_bid_cents"]
+    columns = {
+        "market_ticker": tickers[records.market[rec]] if rec.size else np.array([], dtype=object),
+        "session_id": records.session[rec],
+        "sequence_number": records.sequence[rec],
+        "event_id": batch.record_id[rec],
+        "event_kind": np.where(records.kind[rec] == KIND_SNAPSHOT, "snapshot", "delta"),
+        "timestamp_ms": batch.timestamp_ms[rec],
+        "event_time_ms": book["event_time_ms"],
+        "best_yes_bid_cents": bid,
+        "best_yes_ask_cents": np.where(no_bid > 0, 100 - no_bid, 100),
+        "best_no_bid_cents": no_bid,
+        "best_no_ask_cents": np.where(bid > 0, 100 - bid, 100),
+        "best_yes_bid_size": book["best_yes_bid_size"],
+        "best_no_bid_size": book["best_no_bid_size"],
+        "yes_depth5": book["yes_depth5"],
+        "no_depth5": book["no_depth5"],
+        "book_valid": book["book_valid"] == 1,
+        "yes_side_empty": bid == 0,
+        "no_side_empty": no_bid == 0,
+        "crossed": (bid > 0) & (no_bid > 0) & (bid + no_bid >= 100),
+        "sequence_gap": book["sequence_gap"] == 1,
+        "delta_before_snapshot": book["delta_before_snapshot"] == 1,
+        "timestamp_out_of_order": book["timestamp_out_of_order"] == 1,
+        **{name: output.features[:, k] for k, name in enumerate(ENGINE_FEATURES)},
+    }
+    frame = pl.DataFrame({name: columns[name] for name in (*[c.name for c in EVENT_COLUMNS], "sequence_gap",
+                                                          "delta_before_snapshot")})
+    return frame.with_columns(pl.col(c.name).cast(_DTYPES[c.dtype]) for c in EVENT_COLUMNS)
+
+
+@dataclass
+class OfflineFeatures:
+    """The engine walking the raw lake day by day with one state slot per market."""
+
+    lake: Lake
+    markets: Markets = field(default=None)
+    state: EngineState = field(default_factory=EngineState)
+
+    def __post_init__(self):
+        self.markets = markets_from_frame(load_markets(self.lake))
+        self.resolution = ResolutionIndex.build(read_resolution_history(self.lake), self.markets)
+
+    def day(self, day: date) -> pl.DataFrame:
+        snapshots, deltas, trades = (load_raw(self.lake, stream, day, day) for stream in ("snapshots", "deltas", "trades"))
+        known = len(self.markets.tickers)
+        batch = book_and_trade_records(snapshots, deltas, trades, self.markets, self._last_times())
+        if len(self.markets.tickers) != known:  # markets without metadata: new series codes need their keys
+            self.resolution = ResolutionIndex.build(read_resolution_history(self.lake), self.markets)
+        output = run(batch.records, self.state, self.markets, self.resolution)
+        return feature_frame(batch, output, self.markets)
+
+    def _last_times(self) -> np.ndarray:
+        from features.engine import S_EVENTS, S_LAST_TIME, S_OWNER
+
+        last = np.full(len(self.markets.tickers), np.iinfo(np.int64).min, np.int64)
+        for m, slot in enumerate(self.markets.slot):
+            if slot < self.state.slots and self.state.ints[slot, S_OWNER] == m + 1 and self.state.ints[slot, S_EVENTS]:
+                last[m] = self.state.ints[slot, S_LAST_TIME]
+        return last
+
+
+def iter_event_features(lake: Lake, first: date, last: date, lookback: int | None = None
+                        ) -> Iterator[tuple[date, pl.DataFrame]]:
+    """(day, feature rows of the events of that day) for each day in [first, last]."""
+    lookback = settings().replay_lookback_days if lookback is None else lookback
+    engine = OfflineFeatures(lake)
+    day = first - timedelta(days=lookback)
+    while day <= last:
+        rows = engine.day(day)
+        if day >= first:
+            yield day, rows
+        day += timedelta(days=1)
 
 
 def build_event_features(lake: Lake, first: date, last: date, lookback: int | None = None
                          ) -> tuple[pl.DataFrame, ReplayCounts]:
-    """Feature rows for events with timestamps in the days [first, last]."""
-    lookback = settings().replay_lookback_days if lookback is None else lookback
-    load_from = first - timedelta(days=lookback)
-    snapshots = load_raw(lake, "snapshots", load_from, last)
-    deltas = load_raw(lake, "deltas", load_from, last)
-    trades = load_raw(lake, "trades", load_from, last)
-    markets = load_markets(lake)
-    events, levels = merge_book_events(snapshots, deltas)
-    book, counts = replay(events, levels)
-    history = read_resolution_history(lake)
-    features = compute_event_features(book, trades, markets, history)
-    in_range = features.filter(
-        (pl.col("timestamp_ms") >= day_start_ms(first)) & (pl.col("timestamp_ms") < day_start_ms(last + timedelta(days=1))))
-    return in_range, counts
-
-
-def write_event_partitions(lake: Lake, features: pl.DataFrame, first: date, last: date) -> dict[str, int]:
-    """One file per day (also for days without events), sorted by market, session and sequence."""
-    rows = {}
-    with_day = features.with_columns(pl.from_epoch("timestamp_ms", time_unit="ms").dt.date().alias("_day"))
-    for i in range((last - first).days + 1):
-        day = first + timedelta(days=i)
-        part = with_day.filter(pl.col("_day") == day).drop("_day")
-        lake.write_parquet(part, lake.event_partition(day), metadata={"kfs_schema_version": EVENTS_SCHEMA_VERSION})
-        rows[day.isoformat()] = part.height
-    return rows
+    """Feature rows for events with timestamps in the days [first, last] (in memory: tests, researchers)."""
+    counts = ReplayCounts()
+    frames = []
+    for _, rows in iter_event_features(lake, first, last, lookback):
+        counts.add(rows)
+        frames.append(rows)
+    features = pl.concat(frames) if frames else pl.DataFrame(schema={c.name: _DTYPES[c.dtype] for c in EVENT_COLUMNS})
+    return features.select(c.name for c in EVENT_COLUMNS), counts
 
 
 def materialize_event_features(lake: Lake, first: date, last: date) -> FeatureReport:
-    features, counts = build_event_features(lake, first, last)
-    rows = write_event_partitions(lake, features, first, last)
-    return FeatureReport(days=list(rows), rows_written=sum(rows.values()), rows_by_day=rows,
-                         replay=asdict(counts), markets=features["market_ticker"].n_unique() if features.height else 0)
+    """One file per day (also for days without events), sorted by market, session and sequence; each day
+    is written as soon as it is computed."""
+    counts = ReplayCounts()
+    rows_by_day: dict[str, int] = {}
+    markets: set[str] = set()
+    for day, rows in iter_event_features(lake, first, last):
+        counts.add(rows)
+        part = rows.select(c.name for c in EVENT_COLUMNS).sort("market_ticker", "session_id", "sequence_number",
+                                                               "event_id")
+        lake.write_parquet(part, lake.event_partition(day), metadata={"kfs_schema_version": EVENTS_SCHEMA_VERSION})
+        rows_by_day[day.isoformat()] = part.height
+        markets.update(part["market_ticker"].unique().to_list())
+    return FeatureReport(days=list(rows_by_day), rows_written=sum(rows_by_day.values()), rows_by_day=rows_by_day,
+                         replay=asdict(counts), markets=len(markets))

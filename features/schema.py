@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from core.markets import CATEGORIES
 
-EVENTS_SCHEMA_VERSION = "1.1.0"
+# 2.0.0: trades count from the time they were received (live, a trade cannot be used earlier); new
+# columns ob_top_imbalance, ob_mid_change_1m, tf_taker_run.
+EVENTS_SCHEMA_VERSION = "2.0.0"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,11 @@ _ORDERBOOK = [
     Column("ob_log_depth5", "f64", "orderbook", "log1p(YES depth5 + NO depth5) / log1p(1e6), capped at 1.", 0.0, 1.0),
     Column("ob_traded_volume_norm", "f64", "orderbook",
            "log1p(contracts traded in the trailing 5 min) / log1p(1e4), capped at 1.", 0.0, 1.0),
+    Column("ob_top_imbalance", "f64", "orderbook",
+           "(contracts at the best YES bid - at the best YES ask) / their sum: the queues at the touch; 0 if both empty.",
+           -1.0, 1.0),
+    Column("ob_mid_change_1m", "f64", "orderbook",
+           "YES mid now - YES mid at the oldest event of the trailing 60 s (probability; 0 at the first).", -1.0, 1.0),
 ]
 _TEMPORAL = [
     Column("tm_log_seconds_since_prev", "f64", "temporal",
@@ -94,7 +101,8 @@ _TEMPORAL = [
 ]
 _TRADE_FLOW = [
     Column("tf_net_flow_1m", "f64", "trade_flow",
-           "(YES-taker - NO-taker contracts) / all, trailing 60 s; 0 without trades.", -1.0, 1.0),
+           "(YES-taker - NO-taker contracts) / all, of trades received in the trailing 60 s; 0 without trades.",
+           -1.0, 1.0),
     Column("tf_net_flow_5m", "f64", "trade_flow", "The same over 300 s.", -1.0, 1.0),
     Column("tf_large_trade_share_5m", "f64", "trade_flow",
            "Share of trailing-5-min contracts in trades of >= 100 contracts.", 0.0, 1.0),
@@ -103,13 +111,16 @@ _TRADE_FLOW = [
            "tanh(log1p(trades per minute, last 1 min) - log1p(trades per minute, last 5 min)).", -1.0, 1.0),
     Column("tf_vwap_divergence_5m", "f64", "trade_flow",
            "(5-min YES VWAP - YES mid) / 100; 0 without trades.", -1.0, 1.0),
+    Column("tf_taker_run", "f64", "trade_flow",
+           "Signed length of the current run of same-side takers (each trade within 60 s of the one before), "
+           "/ 10, capped at +-1; + for YES takers; 0 when the last trade is over 60 s old.", -1.0, 1.0),
 ]
 _METADATA = [
     *[Column(f"md_category_{c}", "f64", "metadata", f"1 if the market's category is {c} (unknown -> other).", 0.0, 1.0)
       for c in CATEGORIES],
     Column("md_lifecycle_position", "f64", "metadata", "(t - open) / (close - open), clipped to [0, 1]; 0.5 if unknown.",
            0.0, 1.0),
-    Column("md_volume_used", "f64", "metadata", "log1p(contracts traded in the market so far) / log1p(1e6), capped.",
+    Column("md_volume_used", "f64", "metadata", "log1p(contracts received in the market so far) / log1p(1e6), capped.",
            0.0, 1.0),
 ]
 _RESOLUTION = [

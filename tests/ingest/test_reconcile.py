@@ -11,7 +11,13 @@ from datetime import date, datetime, timezone
 import psycopg
 
 from core.catalog import Lake
-from ingest.extract import day_bounds_ms, ingest_invalid_timestamps, ingest_markets, ingest_partition, valid_time_range_ms
+from ingest.extract import (
+    day_bounds_ms,
+    ingest_invalid_timestamps,
+    ingest_markets,
+    ingest_partition,
+    valid_time_range_ms,
+)
 from ingest.reconcile import reconcile
 from tests.conftest import REPO
 from tests.ingest.test_quarantine import DELTA_COLUMNS, TRADE_COLUMNS, _insert

@@ -16,6 +16,8 @@ and say why here, so a reviewer can see each deliberate difference:
   non-negative exactly when the book is crossed.
 - Time of day: the seed mapped 9-16 h to [0, 1] and everything else to 0; prediction markets trade
   around the clock, so we use sin/cos of the UTC hour and weekday.
+- Trades count from the time they were received (`received_at`, or `ts` when none was recorded), not from
+  their exchange time: live, a trade cannot be used before it arrives.
 """
 
 from __future__ import annotations
@@ -29,16 +31,38 @@ def _mean(values):
     return sum(values) / len(values)
 
 
+def visible_ms(trade: dict) -> int:
+    """When a trade became known: its receive time, never before its exchange time."""
+    received = trade.get("received_at")
+    return max(received if received is not None else trade["ts"], trade["ts"])
+
+
+def _taker_run(trades: list[dict], t: int) -> float:
+    """Signed length of the current run of same-side takers among trades known at t (each within 60 s of the
+    one before), / 10 capped at 1; 0 when the last of them is over 60 s old."""
+    side, length, last = 0, 0, None
+    for trade in trades:
+        if visible_ms(trade) > t:
+            break
+        this = 1 if trade["taker_side"] == "yes" else -1
+        length = length + 1 if (this == side and visible_ms(trade) - last <= 60_000) else 1
+        side, last = this, visible_ms(trade)
+    if length == 0 or t - last > 60_000:
+        return 0.0
+    return side * min(length, 10) / 10
+
 def reference_features(book_events: list[dict], trades: list[dict], market: dict, settled: list[dict],
                        at: list[int] | None = None) -> dict[int, dict]:
     """Features of ONE market's events at positions `at` (default: all), keyed by position.
 
     book_events: the market's events in stream order with keys timestamp_ms, best_yes_bid, best_no_bid
-    (0 if empty), yes_depth5, no_depth5. trades: the market's trades (ts, yes_price, count, taker_side).
+    (0 if empty), best_yes_size, best_no_size, yes_depth5, no_depth5. trades: the market's trades (ts,
+    received_at, yes_price, count, taker_side).
     market: category, series_ticker, open_ms, close_ms. settled: all settled markets (category,
     series_ticker, settled_ms, outcome 0/1, last_price_prob or None).
     """
     out = {}
+    trades = sorted(trades, key=lambda tr: (visible_ms(tr), tr["ts"], tr.get("id", 0)))
     times = []
     for event in book_events:
         times.append(event["timestamp_ms"] if not times else max(times[-1], event["timestamp_ms"]))
@@ -59,7 +83,11 @@ def reference_features(book_events: list[dict], trades: list[dict], market: dict
             return sum(1 for j in range(i + 1) if times[j] > t - window_s * 1000)
 
         def window_trades(window_s):
-            return [tr for tr in trades if t - window_s * 1000 < tr["ts"] <= t]
+            return [tr for tr in trades if t - window_s * 1000 < visible_ms(tr) <= t]
+
+        def mid_at(j):
+            b, nb = book_events[j]["best_yes_bid"], book_events[j]["best_no_bid"]
+            return (b + (100 - nb if nb > 0 else 100)) / 200
 
         trades_1m, trades_5m = window_trades(60), window_trades(300)
         yes_1m = sum(tr["count"] for tr in trades_1m if tr["taker_side"] == "yes")
@@ -69,7 +97,9 @@ def reference_features(book_events: list[dict], trades: list[dict], market: dict
         all_5m = yes_5m + no_5m
         large_5m = sum(tr["count"] for tr in trades_5m if tr["count"] >= 100)
         vwap = sum(tr["count"] * tr["yes_price"] for tr in trades_5m) / all_5m if all_5m else None
-        volume_so_far = sum(tr["count"] for tr in trades if tr["ts"] <= t)
+        volume_so_far = sum(tr["count"] for tr in trades if visible_ms(tr) <= t)
+        oldest_in_minute = next(j for j in range(i + 1) if times[j] > t - 60_000)
+        top = event["best_yes_size"] + event["best_no_size"]
 
         close_ms, open_ms = market.get("close_ms"), market.get("open_ms")
         hours_to_close = max((close_ms - t) / 3_600_000, 0.0) if close_ms is not None else None
@@ -91,6 +121,8 @@ def reference_features(book_events: list[dict], trades: list[dict], market: dict
             "ob_yes_no_inconsistency": (bid + no_bid - 100) / 100,
             "ob_log_depth5": min(math.log1p(depth) / math.log1p(1e6), 1.0),
             "ob_traded_volume_norm": min(math.log1p(all_5m) / math.log1p(1e4), 1.0),
+            "ob_top_imbalance": (event["best_yes_size"] - event["best_no_size"]) / top if top else 0.0,
+            "ob_mid_change_1m": yes_mid - mid_at(oldest_in_minute),
             "tm_log_seconds_since_prev": math.log1p(gap) if gap is not None else 0.0,
             "tm_events_10s_rate": count_events(10) / 10,
             "tm_events_1m_rate": count_events(60) / 60,
@@ -114,6 +146,7 @@ def reference_features(book_events: list[dict], trades: list[dict], market: dict
             "tf_trade_intensity_1m": math.log1p(len(trades_1m)),
             "tf_trade_acceleration": math.tanh(math.log1p(len(trades_1m)) - math.log1p(len(trades_5m) / 5)),
             "tf_vwap_divergence_5m": (vwap - (bid + ask) / 2) / 100 if vwap is not None else 0.0,
+            "tf_taker_run": _taker_run(trades, t),
             "md_lifecycle_position": (min(max((t - open_ms) / (close_ms - open_ms), 0.0), 1.0)
                                       if open_ms is not None and close_ms is not None and close_ms > open_ms else 0.5),
             "md_volume_used": min(math.log1p(volume_so_far) / math.log1p(1e6), 1.0),
