@@ -29,9 +29,9 @@ test: $(STAMP) $(MANIFEST)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 # Only the policy's edge on the 25 test markets of the default universe (simulate, ingest, features,
-# train, evaluate: about 6 minutes), with its report printed; `make test` runs it too.
+# train, evaluate, and the same at --signal 0: about 20 minutes), with its report printed; `make test` runs it too.
 quality: $(STAMP) $(MANIFEST)
-	$(BIN)/python -m pytest -q -s -p no:logging -m quality tests/test_training_quality.py
+	$(BIN)/python -m pytest -q -s -p no:logging -m quality tests/training/test_quality.py
 
 test-fast: $(STAMP) $(MANIFEST)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow and not quality"
@@ -49,6 +49,7 @@ docs: $(STAMP)
 	$(BIN)/python -m features.store > docs/data_dictionary.md
 	$(BIN)/python -m orchestration.dbt_contract
 	$(BIN)/python -m core.settings --readme README.md
+	$(BIN)/python -m features.calibration --write docs/calibration.md
 
 stop: $(STAMP)
 	$(BIN)/kfs pg stop

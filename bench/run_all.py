@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("ingest", "features", "training")
+BENCHES = ("ingest", "features", "training", "live")
 
 
 def run_benchmarks(names: list[str] | tuple[str, ...] = ()) -> None:

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from core.catalog import Lake
 from core.settings import settings
@@ -215,23 +216,36 @@ def feature_frame(batch: RecordBatch, output: Output, markets: Markets) -> pl.Da
 
 
 @dataclass
-class OfflineFeatures:
-    """The engine walking the raw lake day by day with one state slot per market."""
+class FeatureBuilder:
+    """The engine over batches of raw rows (a day of the lake, a simulated universe in memory), one state slot
+    per market, the state carried from batch to batch."""
 
-    lake: Lake
+    markets_frame: pl.DataFrame
+    history: pl.DataFrame
     markets: Markets = field(default=None)
     state: EngineState = field(default_factory=EngineState)
 
     def __post_init__(self):
-        self.markets = markets_from_frame(load_markets(self.lake))
-        self.resolution = ResolutionIndex.build(read_resolution_history(self.lake), self.markets)
+        self.markets = markets_from_frame(self.markets_frame)
+        self.resolution = ResolutionIndex.build(self.history, self.markets)
 
-    def day(self, day: date) -> pl.DataFrame:
-        snapshots, deltas, trades = (load_raw(self.lake, stream, day, day) for stream in ("snapshots", "deltas", "trades"))
+    def update_markets(self, markets_frame: pl.DataFrame, history: pl.DataFrame) -> None:
+        """New or changed market metadata and settlements (a live feed): markets keep their state slots."""
+        for row in markets_frame.sort("ticker").iter_rows(named=True):
+            open_ts, close_ts = row.get("open_ts"), row.get("close_ts")
+            known = self.markets.index.get(row["ticker"])
+            self.markets.add(row["ticker"], row.get("category"), row.get("series_ticker"),
+                             None if open_ts is None else int(open_ts.timestamp() * 1000),
+                             None if close_ts is None else int(close_ts.timestamp() * 1000),
+                             slot=None if known is None else int(self.markets.slot[known]))
+        self.markets_frame, self.history = markets_frame, history
+        self.resolution = ResolutionIndex.build(history, self.markets)
+
+    def batch(self, snapshots: pl.DataFrame, deltas: pl.DataFrame, trades: pl.DataFrame) -> pl.DataFrame:
         known = len(self.markets.tickers)
         batch = book_and_trade_records(snapshots, deltas, trades, self.markets, self._last_times())
         if len(self.markets.tickers) != known:  # markets without metadata: new series codes need their keys
-            self.resolution = ResolutionIndex.build(read_resolution_history(self.lake), self.markets)
+            self.resolution = ResolutionIndex.build(self.history, self.markets)
         output = run(batch.records, self.state, self.markets, self.resolution)
         return feature_frame(batch, output, self.markets)
 
@@ -249,10 +263,10 @@ def iter_event_features(lake: Lake, first: date, last: date, lookback: int | Non
                         ) -> Iterator[tuple[date, pl.DataFrame]]:
     """(day, feature rows of the events of that day) for each day in [first, last]."""
     lookback = settings().replay_lookback_days if lookback is None else lookback
-    engine = OfflineFeatures(lake)
+    engine = FeatureBuilder(load_markets(lake), read_resolution_history(lake))
     day = first - timedelta(days=lookback)
     while day <= last:
-        rows = engine.day(day)
+        rows = engine.batch(*(load_raw(lake, stream, day, day) for stream in ("snapshots", "deltas", "trades")))
         if day >= first:
             yield day, rows
         day += timedelta(days=1)
@@ -285,3 +299,19 @@ def materialize_event_features(lake: Lake, first: date, last: date) -> FeatureRe
         markets.update(part["market_ticker"].unique().to_list())
     return FeatureReport(days=list(rows_by_day), rows_written=sum(rows_by_day.values()), rows_by_day=rows_by_day,
                          replay=asdict(counts), markets=len(markets))
+
+
+def events_in_memory(snapshots: pa.Table, deltas: pa.Table, trades: pa.Table, markets: pl.DataFrame
+                     ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """Per-event features of source rows held in memory (a simulated universe, a recording), with exactly the
+    lake's path: the ingest's checks (quarantine), the resolution history, then the engine over all rows at
+    once. Returns the event rows and the quarantined rows per stream."""
+    from features.resolution import resolution_history
+    from ingest.extract import check_rows
+
+    clean, quarantined = {}, {}
+    for name, table in (("snapshots", snapshots), ("deltas", deltas), ("trades", trades)):
+        clean[name], quarantined[name] = check_rows(name, table)
+    history = resolution_history(markets, clean["trades"].lazy())
+    events = FeatureBuilder(markets, history).batch(clean["snapshots"], clean["deltas"], clean["trades"])
+    return events, quarantined

@@ -169,6 +169,15 @@ def read_consistent(dsn: str, count: sql.Composable, select: sql.Composable) -> 
     raise SourceUnavailable(f"reading from PostgreSQL at {describe_dsn(dsn)} failed after {READ_ATTEMPTS} attempts: {reason}")
 
 
+def check_rows(stream_name: str, table: pa.Table) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows of a stream as read from the source (in any order) -> (clean rows in the raw lake's schema, sorted
+    as the lake stores them; quarantined rows with their reason). The ingest, and anything that reads source
+    rows another way (a recording replayed live), apply exactly these rules."""
+    stream = PARTITIONED_STREAMS[stream_name]
+    clean, bad = _CHECKS[stream_name](pl.from_arrow(table).sort(stream.order_by))
+    return clean.cast(stream.lake_schema), bad
+
+
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Exactly our schema (plus the extract's own flag): driver metadata dropped, integer widths unified
     (INTEGER arrives as int32)."""
@@ -189,7 +198,7 @@ def ingest_partition(dsn: str, stream_name: str, day: date, lake: Lake, tables: 
     source_rows, table = read_consistent(dsn, count_query(stream, tables, start_ms, end_ms),
                                          partition_query(stream, tables, start_ms, end_ms, lookback))
     table = _conform(table, stream.arrow_schema)
-    clean, bad = _CHECKS[stream.name](pl.from_arrow(table).sort(stream.order_by))
+    clean, bad = check_rows(stream.name, table)
     report = PartitionReport(stream=stream.name, partition=day.isoformat(), rows_source=source_rows,
                              rows_read=table.num_rows, rows_written=clean.height, rows_quarantined=bad.height)
     report.bytes_written = lake.write_parquet(clean, lake.raw_partition(stream.name, day))

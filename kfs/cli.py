@@ -63,11 +63,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     start = parse_day(args.start, "--start") if args.start else None
-    config, summary = run_simulation(args.markets, args.days, args.seed, args.signal, start, args.replace, console)
+    effects = tuple(name.strip() for name in args.effects.split(",") if name.strip())
+    config, summary = run_simulation(args.markets, args.days, args.seed, args.signal, start, args.replace, console,
+                                     effects=effects)
     seconds = time.perf_counter() - started
     console.print(
         f"simulated {summary.markets} markets from {config.start} for {config.days} days (seed {config.seed}, "
-        f"signal {config.signal}): {summary.sessions} sessions, {summary.snapshots:,} snapshots, "
+        f"signal {config.signal}, effects {','.join(config.effects) or 'none'}): {summary.sessions} sessions, {summary.snapshots:,} snapshots, "
         f"{summary.deltas:,} deltas, {summary.trades:,} trades, {summary.settled} settled, in {seconds:.1f} s"
     )
     return 0
@@ -168,6 +170,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.catalog import Lake
+    from kfs.summaries import print_results
+    from training.release import run_evaluate
+
+    result = run_evaluate(Lake(), args.split, args.version, Path(args.json) if args.json else None)
+    print_results(console, result, f"{args.split} markets, version {result['version']}: per-market P&L ($)")
+    if args.json:
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    """Exit 0 when the source ended or the run was stopped (Ctrl-C, SIGTERM): either way the outputs are
+    complete up to the last arrival."""
+    from core.catalog import Lake
+    from live.runner import LiveReport, run_live
+    from live.sources import follow, read_recording_tables, replay
+    from training.serving import PolicyServer
+
+    if bool(args.recording) == bool(args.follow):
+        raise UsageError("name recordings with --recording FILE... or follow the source tables with --follow")
+    if args.batch_events < 1:
+        raise UsageError("--batch-events must be at least 1")
+    server = PolicyServer(Lake(), **({"latency_budget_p99_us": float("inf")} if args.no_latency_check else {}))
+    if args.recording:
+        paths = [Path(p) for p in args.recording]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise UsageError(f"no such file: {', '.join(missing)}")
+        arrivals = replay(read_recording_tables(paths, args.naive_timezone), args.batch_events, args.realtime)
+        source = f"{len(paths)} recording(s){' at recorded speed' if args.realtime else ''}"
+    else:
+        from source.pg_server import source_dsn
+
+        dsn = source_dsn()
+        arrivals = follow(dsn, settings().tables, args.batch_events, args.poll, exit_when_idle=args.until_idle)
+        source = f"{describe_dsn(dsn)} (following {settings().tables.deltas} and the other source tables)"
+    out = Path(args.out) if args.out else None
+    console.print(f"live: {source} -> {out or 'no output files'}", highlight=False)
+
+    def progress(report: LiveReport) -> None:
+        console.print(f"  {report.events:,} events ({report.events_per_s:,.0f}/s), {report.decisions:,} decisions, "
+                      f"{report.refused_books:,} refused books, model {report.versions[-1] if report.versions else '-'}",
+                      highlight=False)
+
+    report = run_live(arrivals, server, out, reload_every_s=args.reload_every, progress=progress)
+    console.print(f"{'stopped' if report.interrupted else 'done'}: {report.events:,} events in {report.seconds:.1f} s "
+                  f"({report.events_per_s:,.0f} events/s), {report.book_events:,} feature rows, "
+                  f"{report.decisions:,} decisions, {report.refused_books:,} refused on invalid books, "
+                  f"{report.quarantined:,} rows quarantined; models: {', '.join(report.versions) or 'none'}",
+                  highlight=False)
+    for reason in report.refused_versions:
+        console.print(f"  refused a model version: {reason}", highlight=False, markup=False)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from kfs.demo import run_demo
 
@@ -192,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_SEED,
         DEFAULT_SIGNAL,
     )
+    from source.simulator_kernel import EFFECTS
 
     parser = argparse.ArgumentParser(prog="kfs", description="kalshi-feature-store command line")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -213,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--days", type=int, default=DEFAULT_DAYS)
     sim.add_argument("--seed", type=int, default=DEFAULT_SEED)
     sim.add_argument("--signal", type=float, default=DEFAULT_SIGNAL,
-                     help="strength of the planted order-imbalance effect; 0 = martingale prices")
+                     help="strength of the planted effects (0..4; 0 = martingale prices, 1 = footprints always right)")
+    sim.add_argument("--effects", default=",".join(EFFECTS),
+                     help=f"planted effects, comma-separated, mixed across markets (default all: {','.join(EFFECTS)})")
     sim.add_argument("--start", help="first day (YYYY-MM-DD); default: --days days before today (UTC)")
     sim.add_argument("--replace", action="store_true", help="drop and recreate the source tables first")
     sim.set_defaults(func=cmd_simulate)
@@ -239,6 +301,27 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd = sub.add_parser("train", help="train, validate and publish the policy on the feature store")
     train_cmd.add_argument("--seconds", type=float, help="training budget in seconds (default KFS_TRAIN_SECONDS or 240)")
     train_cmd.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a published version against every baseline on validation or test markets")
+    evaluate.add_argument("--split", required=True, choices=["validation", "test"])
+    evaluate.add_argument("--version", help="published version (default: the production alias, else the latest)")
+    evaluate.add_argument("--json", help="also write the results as JSON to this path")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    live = sub.add_parser("live", help="features and decisions of the production model on live events")
+    live.add_argument("--recording", nargs="+", metavar="FILE", help="replay recordings (the formats load-recording reads)")
+    live.add_argument("--follow", action="store_true", help="follow the source PostgreSQL tables as the recorder writes them")
+    live.add_argument("--realtime", action="store_true", help="replay at the recorded pace (default: as fast as possible)")
+    live.add_argument("--out", metavar="DIR", help="write DIR/features.parquet and DIR/decisions.parquet")
+    live.add_argument("--batch-events", type=int, default=1024,
+                      help="most events taken in one arrival (replay as fast as possible: the backlog drained at once)")
+    live.add_argument("--poll", type=float, default=0.2, help="seconds between polls of the source tables (--follow)")
+    live.add_argument("--until-idle", action="store_true", help="with --follow: stop at the first poll with nothing new")
+    live.add_argument("--reload-every", type=float, default=1.0, help="seconds between checks of the production alias")
+    live.add_argument("--naive-timezone", default="UTC", help="time zone of recorded times without one")
+    live.add_argument("--no-latency-check", action="store_true",
+                      help="load models without the p99 latency check (tests, shared machines)")
+    live.set_defaults(func=cmd_live)
 
     demo = sub.add_parser("demo", help="the main job on the embedded default: simulate, ingest, features, train, publish")
     demo.set_defaults(func=cmd_demo)

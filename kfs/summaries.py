@@ -57,22 +57,44 @@ def feature_summary(lake: Lake) -> Table:
     return table
 
 
+def _rich_table(title: str, header, rows) -> Table:
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, justify="left" if column in ("strategy", "recovery", "stage") else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def print_results(target: Console, result: dict, title: str) -> None:
+    """The results table, the recovery of the planted edge, and the paired comparisons of a scoring run."""
+    from training.report import recovery_rows, validation_table_rows
+
+    target.print(_rich_table(title, *validation_table_rows(result)))
+    target.print(_rich_table("recovery of the planted edge ($/market; ratio of means)", *recovery_rows(result)))
+    rows = [[name, f"{d['mean']:+.2f}", f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"]
+            for name, d in result["comparison"].items()]
+    target.print(_rich_table("policy minus each strategy, paired by market", ("strategy", "mean $", "95% CI (BCa)"), rows))
+    target.print(f"best_rule: {result['best_rule']['rule']}", highlight=False, markup=False)
+
+
 def print_policy_summary(target: Console, lake: Lake | None = None) -> None:
     from training.publish import PRODUCTION, read_registry
-    from training.report import validation_table_rows
+    from training.report import stage_rows
 
     lake = lake or Lake()
     validation = lake.read_json(lake.candidate() / "validation.json")
-    table = Table(title="validation markets: per-market P&L ($, net of spread and fees)")
-    header, rows = validation_table_rows(validation)
-    for column in header:
-        table.add_column(column, justify="left" if column == "strategy" else "right")
-    for row in rows:
-        table.add_row(*row)
-    target.print(table)
+    training = lake.read_json(lake.candidate() / "training.json")
+    print_results(target, validation, "validation markets: per-market P&L ($, net of spread and fees)")
+    header, rows = stage_rows(training.get("stages", {}))
+    if rows:
+        target.print(_rich_table("what each training stage adds (validation, paired)", header, rows))
     registry = read_registry(lake)
     latest = registry["versions"][-1]
     production = registry["aliases"].get(PRODUCTION)
+    manifest = lake.read_json(lake.model_version(latest["version"]) / "manifest.json")
     target.print(f"published {latest['version']} -> {lake.model_version(latest['version']) / 'policy_int8.pt'}")
-    target.print(f"alias production -> {production or 'none yet'}; this version {'promoted' if latest['promoted'] else 'not promoted'}: "
-                 + "; ".join(latest["reasons"]))
+    verdict = "promoted" if latest["promoted"] else "not promoted: " + "; ".join(latest["reasons"])
+    target.print(f"alias production -> {production or 'none yet'}; this version {verdict}", highlight=False, markup=False)
+    for line in manifest["promotion"].get("comparisons", []):
+        target.print(f"  gate: {line}", highlight=False, markup=False)

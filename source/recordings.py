@@ -26,7 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import polars as pl
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 from core.postgres import table_identifier
@@ -423,9 +425,6 @@ def _copy_rows(conn: psycopg.Connection, table: str, columns: tuple[str, ...], r
 
 def _upsert_markets(conn: psycopg.Connection, table: str, markets: dict[str, dict]) -> None:
     """Insert unseen markets; fill in fields a lifecycle frame supplies, keeping what is already known."""
-    def ts(value):
-        return None if value is None else datetime.fromtimestamp(epoch_ms(value) / 1000, tz=timezone.utc)
-
     statement = sql.SQL(
         "INSERT INTO {t} (ticker, event_ticker, series_ticker, title, category, open_ts, close_ts, status, result, settled_ts) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (ticker) DO UPDATE SET "
@@ -437,38 +436,114 @@ def _upsert_markets(conn: psycopg.Connection, table: str, markets: dict[str, dic
         "settled_ts = coalesce(EXCLUDED.settled_ts, {t}.settled_ts)"
     ).format(t=table_identifier(table))
     with conn.cursor() as cur:
-        cur.executemany(statement, [
-            (ticker, m.get("event_ticker") or ticker.rsplit("-", 1)[0], m.get("series_ticker") or ticker.split("-")[0],
+        cur.executemany(statement, market_rows(markets))
+
+
+def market_rows(markets: dict[str, dict]) -> list[tuple]:
+    """Rows for the markets table (MARKET_COLUMNS) from what a recording says about its markets; the event and
+    series default to the ticker's prefixes."""
+    def ts(value):
+        return None if value is None else datetime.fromtimestamp(epoch_ms(value) / 1000, tz=timezone.utc)
+
+    return [(ticker, m.get("event_ticker") or ticker.rsplit("-", 1)[0], m.get("series_ticker") or ticker.split("-")[0],
              m.get("title"), m.get("category"), ts(m.get("open_ts")), ts(m.get("close_ts")), m.get("status"),
              m.get("result"), ts(m.get("settled_ts")))
-            for ticker, m in sorted(markets.items()) if ticker
-        ])
+            for ticker, m in sorted(markets.items()) if ticker]
+
+
+MARKET_COLUMNS = ("ticker", "event_ticker", "series_ticker", "title", "category", "open_ts", "close_ts", "status",
+                  "result", "settled_ts")
+
+
+def _time_zone(timezone_name: str):
+    try:
+        return ZoneInfo(timezone_name)
+    except (KeyError, ValueError):
+        raise RecordingFormatError(f"unknown time zone {timezone_name!r} (expected an IANA name like UTC or "
+                                   "America/New_York)") from None
+
+
+@dataclass
+class Recording:
+    """One file's rows in the source tables' columns (no ids yet), and what loading it found."""
+
+    report: LoadReport
+    snapshots: list[tuple]
+    deltas: list[tuple]
+    trades: list[tuple]
+    markets: dict[str, dict]
+
+
+def read_recording(path: Path, first_session_id: int = 1, timezone_name: str = "UTC") -> Recording:
+    """Parse one recording file in memory; its sessions are numbered from `first_session_id`."""
+    naive_tz = _time_zone(timezone_name)
+    fmt = detect_format(path)
+    report = LoadReport(path=path, format=fmt)
+    recorder = _Recorder(first_session_id, report)
+    try:
+        _LOADERS[fmt](path, recorder, naive_tz)
+    except RecordingFormatError:
+        raise
+    except (KeyError, TypeError, ValueError) as error:
+        raise RecordingFormatError(f"{path}: cannot parse ({type(error).__name__}: {error})") from None
+    return Recording(report, recorder.snapshots, recorder.deltas, recorder.trades, recorder.markets)
+
+
+def read_recordings(paths: list[Path], timezone_name: str = "UTC", first_session_id: int = 1) -> list[Recording]:
+    """Several files in memory, sessions numbered on from one file to the next (as loading them would)."""
+    recordings = []
+    for path in paths:
+        recording = read_recording(path, first_session_id, timezone_name)
+        first_session_id += recording.report.sessions
+        recordings.append(recording)
+    return recordings
+
+
+SNAPSHOT_COLUMNS, DELTA_COLUMNS, TRADE_COLUMNS = _SNAPSHOT_COLUMNS, _DELTA_COLUMNS, _TRADE_COLUMNS
+
+
+def rows_table(rows: list[tuple], columns: tuple[str, ...]) -> pa.Table:
+    """Rows of one source table with the ids loading them would give (1, 2, ... in load order)."""
+    frame = pl.DataFrame(rows, schema=list(columns), orient="row")
+    if not frame.height:
+        return pa.table({"id": pa.array([], pa.int64()), **{c: pa.array([]) for c in columns}})
+    return frame.with_row_index("id", offset=1).with_columns(pl.col("id").cast(pl.Int64)).to_arrow()
+
+
+def recording_tables(recordings: list[Recording]) -> dict[str, pa.Table]:
+    """What loading `recordings` writes, held in memory: snapshots, deltas, trades and markets, each with the
+    source tables' columns (the live path and the calibration read recordings this way)."""
+    markets: dict[str, dict] = {}
+    for recording in recordings:
+        for ticker, fields in recording.markets.items():
+            markets.setdefault(ticker, {}).update(fields)
+    market_frame = pl.DataFrame(market_rows(markets), schema={
+        "ticker": pl.String, "event_ticker": pl.String, "series_ticker": pl.String, "title": pl.String,
+        "category": pl.String, "open_ts": pl.Datetime("ms", "UTC"), "close_ts": pl.Datetime("ms", "UTC"),
+        "status": pl.String, "result": pl.String, "settled_ts": pl.Datetime("ms", "UTC")}, orient="row")
+    return {
+        "snapshots": rows_table([r for x in recordings for r in x.snapshots], SNAPSHOT_COLUMNS),
+        "deltas": rows_table([r for x in recordings for r in x.deltas], DELTA_COLUMNS),
+        "trades": rows_table([r for x in recordings for r in x.trades], TRADE_COLUMNS),
+        "markets": market_frame.with_columns(pl.lit(None, pl.Datetime("ms", "UTC")).alias("expected_expiration_ts")).to_arrow(),
+    }
 
 
 def load_files(conn: psycopg.Connection, tables: SourceTables, paths: list[Path],
                timezone_name: str = "UTC") -> list[LoadReport]:
     """Load each file in one transaction per file; a file that fails leaves nothing behind."""
-    try:
-        naive_tz = ZoneInfo(timezone_name)
-    except (KeyError, ValueError):
-        raise RecordingFormatError(f"unknown time zone {timezone_name!r} (expected an IANA name like UTC or "
-                                   "America/New_York)") from None
+    _time_zone(timezone_name)
     reports = []
     for path in paths:
-        fmt = detect_format(path)
-        report = LoadReport(path=path, format=fmt)
-        recorder = _Recorder(next_session_id(conn, tables), report)
         try:
-            _LOADERS[fmt](path, recorder, naive_tz)
-        except (KeyError, TypeError, ValueError) as error:
+            recording = read_recording(path, next_session_id(conn, tables), timezone_name)
+        except RecordingFormatError:
             conn.rollback()
-            if isinstance(error, RecordingFormatError):
-                raise
-            raise RecordingFormatError(f"{path}: cannot parse ({type(error).__name__}: {error})") from None
-        _copy_rows(conn, tables.snapshots, _SNAPSHOT_COLUMNS, recorder.snapshots)
-        _copy_rows(conn, tables.deltas, _DELTA_COLUMNS, recorder.deltas)
-        _copy_rows(conn, tables.trades, _TRADE_COLUMNS, recorder.trades)
-        _upsert_markets(conn, tables.markets, recorder.markets)
+            raise
+        _copy_rows(conn, tables.snapshots, _SNAPSHOT_COLUMNS, recording.snapshots)
+        _copy_rows(conn, tables.deltas, _DELTA_COLUMNS, recording.deltas)
+        _copy_rows(conn, tables.trades, _TRADE_COLUMNS, recording.trades)
+        _upsert_markets(conn, tables.markets, recording.markets)
         conn.commit()
-        reports.append(report)
+        reports.append(recording.report)
     return reports

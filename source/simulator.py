@@ -32,6 +32,7 @@ from core.postgres import table_identifier
 from core.settings import SourceTables
 from source.simulator_kernel import (
     BURST_GAP_MS,
+    EFFECTS,
     QUIET_GAP_MS,
     SIDE_YES,
     simulate_market,
@@ -54,7 +55,8 @@ _SERIES = {
     "economics": ("KXCPI", "KXFED", "KXJOBS"), "climate": ("KXHIGHNY", "KXRAINSFO"),
     "crypto": ("KXBTCD", "KXETHD"), "other": ("KXOSCARS", "KXTSAPAX"),
 }
-_EARLY_OUTCOME_SHARE = {"sports": 0.8, "politics": 0.5, "economics": 0.6, "climate": 0.6, "crypto": 0.4, "other": 0.5}
+# Share of markets whose outcome is known well before close (a game that ended, a number that was published).
+_EARLY_OUTCOME_SHARE = {"sports": 0.4, "politics": 0.2, "economics": 0.3, "climate": 0.3, "crypto": 0.2, "other": 0.2}
 _ACTIONS = np.array(["add", "remove", "update"])
 _SIDES = np.array(["yes", "no"])
 _ALL_SIDES = np.array(["yes", "no"])
@@ -68,8 +70,12 @@ class SimulationConfig:
     signal: float = DEFAULT_SIGNAL
     start: date = field(default_factory=lambda: datetime.now(timezone.utc).date() - timedelta(days=DEFAULT_DAYS))
     events_per_hour: float = 350.0  # mean tick rate of a market; moves and sweeps add deltas on top
+    effects: tuple[str, ...] = EFFECTS  # planted effects; each market mixes them with its own weights
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.effects) - set(EFFECTS))
+        if unknown:
+            raise ValueError(f"unknown effect {', '.join(unknown)}; choose from {', '.join(EFFECTS)}")
         if self.markets < 1:
             raise ValueError(f"--markets must be at least 1, got {self.markets}")
         if self.days < 1:
@@ -96,9 +102,10 @@ class MarketPlan:
     title: str
     open_ms: int
     close_ms: int
-    z0: float           # standardised distance of the latent from the 50% line at open
+    z0: float           # standardised distance of the latent from the 50% line when the recording starts
     spread_cents: int
     rate_per_hour: float
+    effect_weights: tuple[float, ...]  # how this market's jumps choose among the planted effects
 
 
 @dataclass
@@ -131,9 +138,9 @@ def plan_markets(config: SimulationConfig) -> list[MarketPlan]:
         ticker = f"{event_ticker}-M{index:04d}"
         # Mixture of starting distances: near-certain, contested and coin-flip markets.
         kind = rng.random()
-        if kind < 0.3:
+        if kind < 0.1:
             z0 = rng.uniform(1.4, 2.6)
-        elif kind < 0.6:
+        elif kind < 0.5:
             z0 = rng.uniform(0.45, 1.3)
         else:
             z0 = rng.uniform(0.0, 0.35)
@@ -145,9 +152,20 @@ def plan_markets(config: SimulationConfig) -> list[MarketPlan]:
                 open_ms=open_ms, close_ms=close_ms, z0=float(z0),
                 spread_cents=int(rng.choice([1, 1, 1, 1, 1, 3])),
                 rate_per_hour=float(config.events_per_hour * rng.lognormal(0.0, 0.5)),
+                effect_weights=tuple(float(w) for w in _effect_weights(rng, config.effects)),
             )
         )
     return plans
+
+
+def _effect_weights(rng: np.random.Generator, enabled: tuple[str, ...]) -> np.ndarray:
+    """A market's mix of the enabled effects (Dirichlet(1): some markets lean on one, others mix)."""
+    weights = np.zeros(len(EFFECTS))
+    draw = rng.dirichlet(np.ones(len(EFFECTS)))  # drawn whatever is enabled, so other choices stay the same
+    for k, name in enumerate(EFFECTS):
+        if name in enabled:
+            weights[k] = draw[k]
+    return weights
 
 
 def plan_sessions(config: SimulationConfig, first_session_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -191,7 +209,7 @@ def market_ticks(plan: MarketPlan, config: SimulationConfig, session_starts: np.
     # Most outcomes become known minutes before close; some (a game that ended, a number that was
     # published) hours before, after which the market sits at 1 or 99 until it closes.
     if rng.random() < _EARLY_OUTCOME_SHARE[plan.category]:
-        outcome_known_ms = plan.close_ms - int(rng.uniform(0.3, 0.7) * (plan.close_ms - plan.open_ms))
+        outcome_known_ms = plan.close_ms - int(rng.uniform(0.1, 0.3) * (plan.close_ms - plan.open_ms))
     else:
         outcome_known_ms = plan.close_ms - int(rng.uniform(60_000, 20 * 60_000))
     extra = []
@@ -208,7 +226,7 @@ def market_ticks(plan: MarketPlan, config: SimulationConfig, session_starts: np.
     return ticks[in_session], session_of_tick[in_session].astype(np.int64), outcome_known_ms
 
 
-NEWS_PER_LIFETIME = 5.0  # expected news jumps between open and the outcome becoming known
+NEWS_PER_LIFETIME = 12.0  # expected news jumps between open and the outcome becoming known
 
 
 def news_probability(ticks: np.ndarray, plan: "MarketPlan", outcome_known_ms: int) -> np.ndarray:
@@ -230,13 +248,11 @@ def news_probability(ticks: np.ndarray, plan: "MarketPlan", outcome_known_ms: in
 def simulate_one_market(plan: MarketPlan, config: SimulationConfig, session_ids: np.ndarray,
                         session_starts: np.ndarray, session_ends: np.ndarray) -> dict:
     ticks, session_of_tick, outcome_known_ms = market_ticks(plan, config, session_starts, session_ends)
-    lifetime_s = max((outcome_known_ms - plan.open_ms) / 1000.0, 1.0)
+    # The recording finds the market at standardised distance z0 from the 50% line: contested markets stay
+    # contested whether they opened an hour or a week before the recorder subscribed.
     sigma = 1.0
-    x0 = plan.z0 * sigma * math.sqrt(lifetime_s)
-    # The latent starts at open; advance it to the first recorded tick.
-    rng = np.random.default_rng([config.seed, 4, plan.index])
     first = ticks[0] if len(ticks) else plan.open_ms
-    x0 += sigma * math.sqrt(max(first - plan.open_ms, 0) / 1000.0) * rng.standard_normal()
+    x0 = plan.z0 * sigma * math.sqrt(max((outcome_known_ms - first) / 1000.0, 1.0))
     capacity = len(ticks) * 4 + 4096
     seed = int(np.random.default_rng([config.seed, 5, plan.index]).integers(0, 2**31 - 1))
     if len(ticks) == 0:
@@ -244,15 +260,19 @@ def simulate_one_market(plan: MarketPlan, config: SimulationConfig, session_ids:
         return {"plan": plan, "deltas": empty, "trades": np.empty((0, 5), np.int64), "snapshots": np.empty((0, 5), np.int64),
                 "levels": np.empty((0, 3), np.int64), "latent": np.empty(0), "outcome_yes": x0 > 0, "ticks": ticks}
     while True:
-        deltas, trades, snapshots, levels, latent, outcome_yes, ok = simulate_market(
+        deltas, trades, snapshots, levels, latent, outcome_yes, ok, footprints = simulate_market(
             seed, ticks, session_of_tick, session_ids, x0, sigma, outcome_known_ms, plan.spread_cents,
-            config.signal, 0.12, 0.3, news_probability(ticks, plan, outcome_known_ms), capacity,
+            config.signal, np.asarray(plan.effect_weights), 0.12, 0.3, news_probability(ticks, plan, outcome_known_ms),
+            capacity,
         )
         if ok:
             break
         capacity *= 2
+    jumps, channel, direction, queue_lean = footprints
     return {"plan": plan, "deltas": deltas, "trades": trades, "snapshots": snapshots, "levels": levels,
-            "latent": latent, "outcome_yes": bool(outcome_yes), "ticks": ticks}
+            "latent": latent, "outcome_yes": bool(outcome_yes), "ticks": ticks, "outcome_known_ms": outcome_known_ms,
+            "jump_direction": jumps, "footprint_channel": channel, "footprint_direction": direction,
+            "touch_lean": queue_lean}
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -359,28 +379,67 @@ def _markets_table(results: list[dict], config: SimulationConfig) -> pa.Table:
     ]))
 
 
-def simulate(conn: psycopg.Connection, tables: SourceTables, config: SimulationConfig, first_session_id: int,
-             progress: Callable[[int], None] | None = None, batch_markets: int = 25) -> SimulationSummary:
-    """Simulate the universe and COPY it into the source tables, in batches of markets."""
+@dataclass
+class SimulatedBatch:
+    """Source-format tables of a batch of markets (the columns COPY writes; ids are PostgreSQL's to give)."""
+
+    snapshots: pa.Table
+    deltas: pa.Table
+    trades: pa.Table
+
+
+def simulate_batches(config: SimulationConfig, first_session_id: int, batch_markets: int = 25,
+                     progress: Callable[[int], None] | None = None):
+    """Simulate the universe batch by batch; yields SimulatedBatch, then returns the markets table."""
     session_ids, session_starts, session_ends = plan_sessions(config, first_session_id)
     plans = plan_markets(config)
-    summary = SimulationSummary(markets=len(plans), sessions=len(session_ids))
-    all_results = []
+    outcomes = []
     for offset in range(0, len(plans), batch_markets):
         batch = [simulate_one_market(p, config, session_ids, session_starts, session_ends)
                  for p in plans[offset:offset + batch_markets]]
-        deltas, trades, snapshots = _deltas_table(batch), _trades_table(batch, config.seed), _snapshots_table(batch)
-        _copy_table(conn, tables.snapshots, snapshots)
-        _copy_table(conn, tables.deltas, deltas)
-        _copy_table(conn, tables.trades, trades)
-        summary.snapshots += snapshots.num_rows
-        summary.deltas += deltas.num_rows
-        summary.trades += trades.num_rows
-        all_results.extend({"plan": m["plan"], "outcome_yes": m["outcome_yes"]} for m in batch)
+        yield SimulatedBatch(_snapshots_table(batch), _deltas_table(batch), _trades_table(batch, config.seed))
+        outcomes.extend({"plan": m["plan"], "outcome_yes": m["outcome_yes"]} for m in batch)
         if progress:
             progress(len(batch))
-    markets = _markets_table(all_results, config)
+    return _markets_table(outcomes, config)
+
+
+def simulate(conn: psycopg.Connection, tables: SourceTables, config: SimulationConfig, first_session_id: int,
+             progress: Callable[[int], None] | None = None, batch_markets: int = 25) -> SimulationSummary:
+    """Simulate the universe and COPY it into the source tables, in batches of markets."""
+    summary = SimulationSummary(markets=config.markets, sessions=len(plan_sessions(config, first_session_id)[0]))
+    batches = simulate_batches(config, first_session_id, batch_markets, progress)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration as finished:
+            markets = finished.value
+            break
+        _copy_table(conn, tables.snapshots, batch.snapshots)
+        _copy_table(conn, tables.deltas, batch.deltas)
+        _copy_table(conn, tables.trades, batch.trades)
+        summary.snapshots += batch.snapshots.num_rows
+        summary.deltas += batch.deltas.num_rows
+        summary.trades += batch.trades.num_rows
     _copy_table(conn, tables.markets, markets)
     summary.settled = sum(1 for r in markets.column("result").to_pylist() if r is not None)
     conn.commit()
     return summary
+
+
+def simulate_in_memory(config: SimulationConfig, first_session_id: int = 1) -> dict[str, pa.Table]:
+    """The whole universe as source-format tables with row ids, without a database (experiments, calibration)."""
+    batches = simulate_batches(config, first_session_id)
+    parts: dict[str, list[pa.Table]] = {"snapshots": [], "deltas": [], "trades": []}
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration as finished:
+            markets = finished.value
+            break
+        for name in parts:
+            parts[name].append(getattr(batch, name))
+    tables = {name: pa.concat_tables(tables) if tables else pa.table({}) for name, tables in parts.items()}
+    for name, table in tables.items():
+        tables[name] = table.add_column(0, "id", pa.array(range(1, table.num_rows + 1), pa.int64()))
+    return {**tables, "markets": markets}

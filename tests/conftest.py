@@ -150,3 +150,19 @@ def small_env(small_universe, tmp_path, monkeypatch):
     from core.catalog import Lake
 
     return Lake(tmp_path / "lake")
+
+
+@pytest.fixture(scope="session")
+def published(built_store):
+    """The train -> validate -> publish chain on the small universe (quick budget), shared by the training and
+    live tests."""
+    from training.market_data import load_market_data
+    from training.pipeline import quick_config, run_training
+    from training.release import run_publish, run_validation
+
+    _, lake, _ = built_store
+    data = load_market_data(lake)
+    summary = run_training(lake, quick_config(ppo_steps=32 * 32 * 6, seed=1), data=data)
+    validation = run_validation(lake, "validation", data=data)
+    manifest = run_publish(lake, data=data)
+    return lake, data, summary, validation, manifest

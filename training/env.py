@@ -7,10 +7,14 @@ against the replayed book as it is then (the market's last event at or before ar
 level's size at the best price, the rest one cent worse (only the best level's size is in the feature
 store). The latency matters: a sweep arrives as a run of deltas within milliseconds, and an order
 filled at the book between two of them would trade at prices nobody could have hit.
-Every order pays Kalshi's taker fee, ceil(0.07 x C x P x (1 - P)) in cents for C contracts at price P.
-Positions are capped, valued at what they could be sold for (best bid; the NO side at 100 - best YES
-ask), and pay 100 or 0 when their market settles inside the episode. The reward is the change of that
-value in dollars.
+Kalshi's taker fee, ceil(0.07 x C x P x (1 - P)) in cents for C contracts at price P, is charged per fill
+level (C at the best price, the rest at the worse one). Positions are capped, valued at what they could
+be sold for net of the fee of selling them (best bid; the NO side at 100 - best YES ask), and pay 100 or 0
+when their market settles inside the episode. The reward is the change of that value in dollars, so an
+entry costs the spread and both fees at once, and a position open at the end is worth its exit.
+
+Besides its contracts, a slot observes how long its position has been open and what it gains per
+contract if closed now: generic facts of the position, the same for every strategy.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import torch
 from training.episodes import Episode
 from training.market_data import MarketData
 from training.spaces import BUY_NO, BUY_YES, HOLD, MAX_SLOTS, SELL_NO, SELL_YES
+
+_AGE_SCALE = float(np.log1p(2000))  # ages are in events; episodes are at most 2000 of them
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,17 @@ def taker_fee_cents(contracts: torch.Tensor, price_cents: torch.Tensor) -> torch
     return torch.div(exact + 9_999, 10_000, rounding_mode="floor") * (contracts > 0)
 
 
-def _walk_cost(contracts, best_price, best_size, worse_price):
-    """Cents paid (or received) for `contracts` at the best level and the rest one cent worse."""
+def _fill(contracts, best_price, best_size, worse_price) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cents for `contracts` at the best level and the rest one cent worse, the taker fee of both fills)."""
     at_best = torch.minimum(contracts, best_size)
-    return at_best * best_price + (contracts - at_best) * worse_price
+    rest = contracts - at_best
+    return (at_best * best_price + rest * worse_price,
+            taker_fee_cents(at_best, best_price) + taker_fee_cents(rest, worse_price))
+
+
+def liquidation_value(contracts: torch.Tensor, bid: torch.Tensor) -> torch.Tensor:
+    """What `contracts` sell for at `bid`, net of the taker fee (0 when there is no bid)."""
+    return (contracts * bid - taker_fee_cents(contracts, bid)) * (bid > 0)
 
 
 class BatchedMarketEnv:
@@ -83,6 +96,8 @@ class BatchedMarketEnv:
         self.cash = torch.zeros(n_envs, dtype=torch.int64)
         self.yes = torch.zeros((n_envs, MAX_SLOTS), dtype=torch.int64)
         self.no = torch.zeros((n_envs, MAX_SLOTS), dtype=torch.int64)
+        self.cost = torch.zeros((n_envs, MAX_SLOTS), dtype=torch.int64)     # cents paid for what is held
+        self.opened = torch.full((n_envs, MAX_SLOTS), -1, dtype=torch.int64)  # step the position opened
         self.episode_pnl = torch.zeros(n_envs, dtype=torch.int64)
         self.episodes: list[Episode | None] = [None] * n_envs
         self.episode_counter = 0
@@ -133,16 +148,21 @@ class BatchedMarketEnv:
         self.cash[env] = 0
         self.yes[env].zero_()
         self.no[env].zero_()
+        self.cost[env].zero_()
+        self.opened[env].fill_(-1)
         self.episodes[env] = episode
 
     # -- observation -----------------------------------------------------------------------------
     def observe(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(observation [B, S, F + 3], live mask [B, S]) at the current step."""
+        """(observation [B, S, F + POSITION_FEATURES], live mask [B, S]) at the current step."""
         t = self.t
         features = self.features[self._rows, t]
         limit = float(self.rules.position_limit)
         current = torch.nn.functional.one_hot(self.event_slot[self._rows, t], MAX_SLOTS).to(torch.float32)
-        position = torch.stack([self.yes / limit, self.no / limit, current], dim=-1)
+        held = self.yes + self.no
+        age = torch.where(held > 0, torch.log1p((t[:, None] - self.opened).clamp(min=0).float()) / _AGE_SCALE, 0.0)
+        gain = torch.where(held > 0, (self._position_values() - self.cost).float() / (100.0 * held.clamp(min=1)), 0.0)
+        position = torch.stack([self.yes / limit, self.no / limit, current, age, gain], dim=-1)
         return torch.cat([features, position], dim=-1), self.live[self._rows, t]
 
     def actable(self) -> torch.Tensor:
@@ -151,12 +171,16 @@ class BatchedMarketEnv:
         current = torch.nn.functional.one_hot(self.event_slot[self._rows, self.t], MAX_SLOTS).bool()
         return self.live[self._rows, self.t] & current
 
-    def value(self) -> torch.Tensor:
-        """Cash plus positions at what they could be sold for, in cents."""
+    def _position_values(self) -> torch.Tensor:
+        """[B, S] cents the holdings of each slot would sell for now, net of fees."""
         t = self.t
         bid, ask = self.bid[self._rows, t], self.ask[self._rows, t]
         no_bid = torch.where(ask < 100, 100 - ask, torch.zeros_like(ask))
-        return self.cash + (self.yes * bid).sum(-1) + (self.no * no_bid).sum(-1)
+        return liquidation_value(self.yes, bid) + liquidation_value(self.no, no_bid)
+
+    def value(self) -> torch.Tensor:
+        """Cash plus positions at what they could be sold for net of fees, in cents."""
+        return self.cash + self._position_values().sum(-1)
 
     # -- transition ------------------------------------------------------------------------------
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -175,10 +199,16 @@ class BatchedMarketEnv:
         buy_no = (actions == BUY_NO) & live & (bid > 0) & (self.no + c <= limit)
         sell_no = (actions == SELL_NO) & live & (ask < 100) & (self.no >= c)
         no_ask, no_bid = 100 - bid, 100 - ask
-        spend = (_walk_cost(lot, ask, ask_size, (ask + 1).clamp(max=99)) + taker_fee_cents(lot, ask)) * buy_yes \
-            + (_walk_cost(lot, no_ask, bid_size, (no_ask + 1).clamp(max=99)) + taker_fee_cents(lot, no_ask)) * buy_no
-        receive = (_walk_cost(lot, bid, bid_size, (bid - 1).clamp(min=1)) - taker_fee_cents(lot, bid)) * sell_yes \
-            + (_walk_cost(lot, no_bid, ask_size, (no_bid - 1).clamp(min=1)) - taker_fee_cents(lot, no_bid)) * sell_no
+        yes_paid, yes_paid_fee = _fill(lot, ask, ask_size, (ask + 1).clamp(max=99))
+        no_paid, no_paid_fee = _fill(lot, no_ask, bid_size, (no_ask + 1).clamp(max=99))
+        yes_got, yes_got_fee = _fill(lot, bid, bid_size, (bid - 1).clamp(min=1))
+        no_got, no_got_fee = _fill(lot, no_bid, ask_size, (no_bid - 1).clamp(min=1))
+        spend = (yes_paid + yes_paid_fee) * buy_yes + (no_paid + no_paid_fee) * buy_no
+        receive = (yes_got - yes_got_fee) * sell_yes + (no_got - no_got_fee) * sell_no
+        held = self.yes + self.no
+        selling = sell_yes | sell_no
+        # cost basis: buys add what they paid; sells take out the average cost of what they sold
+        self.cost += spend - torch.where(selling, torch.div(self.cost * c, held.clamp(min=1), rounding_mode="floor"), 0)
         self.cash += (receive - spend).sum(-1)
         self.yes += c * (buy_yes.long() - sell_yes.long())
         self.no += c * (buy_no.long() - sell_no.long())
@@ -188,6 +218,9 @@ class BatchedMarketEnv:
         self.cash += (payout * settling).sum(-1)
         self.yes *= ~settling
         self.no *= ~settling
+        flat = (self.yes + self.no) == 0
+        self.cost *= ~flat
+        self.opened = torch.where(flat, -1, torch.where((held == 0) & ~flat, t[:, None], self.opened))
 
         done = t + 1 >= self.length
         self.t = torch.where(done, t, t + 1)

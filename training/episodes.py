@@ -55,8 +55,10 @@ def _live_at(market: MarketSeries, t_ms: int) -> bool:
 
 
 def build_episode(data: MarketData, rng: np.random.Generator, stage: CurriculumStage, split: str = "train",
-                  steps: int | None = None) -> Episode:
-    pool = [m for m in data.of_split(split) if m.volatility_class in stage.classes] or data.of_split(split)
+                  steps: int | None = None, tickers: set[str] | None = None) -> Episode:
+    """An episode of `split` markets (only those in `tickers` when given) for a curriculum stage."""
+    candidates = [m for m in data.of_split(split) if tickers is None or m.ticker in tickers]
+    pool = [m for m in candidates if m.volatility_class in stage.classes] or candidates
     if not pool:
         raise ValueError(f"no {split} markets with events to build episodes from")
     if split == "train":

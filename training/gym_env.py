@@ -1,6 +1,6 @@
 """A Gymnasium view of one simulator environment, so researchers can plug in other RL libraries.
 
-Observation: {"features": float32 [5, F + 3], "live": int8 [5]}; action: MultiDiscrete([5] * 5).
+Observation: {"features": float32 [5, F + POSITION_FEATURES], "live": int8 [5]}; action: MultiDiscrete([5] * 5).
 It runs the same batched simulator with a batch of one, so the market mechanics are identical.
 """
 
@@ -13,7 +13,7 @@ import torch
 from training.env import BatchedMarketEnv, TradingRules
 from training.episodes import build_episode, curriculum_stage
 from training.market_data import MarketData
-from training.spaces import MAX_SLOTS
+from training.spaces import MAX_SLOTS, POSITION_FEATURES
 
 
 class KalshiMarketsEnv(gym.Env):
@@ -26,7 +26,7 @@ class KalshiMarketsEnv(gym.Env):
         self.split = split
         self.rules = rules
         self.progress = curriculum_progress
-        width = len(data.feature_names) + 3
+        width = len(data.feature_names) + POSITION_FEATURES
         self.observation_space = gym.spaces.Dict({
             "features": gym.spaces.Box(-np.inf, np.inf, shape=(MAX_SLOTS, width), dtype=np.float32),
             "live": gym.spaces.MultiBinary(MAX_SLOTS),

@@ -53,35 +53,45 @@ class MarketData:
         return [m for m in self.markets.values() if m.split == split]
 
 
-def load_market_data(lake: Lake | None = None, splits: tuple[str, ...] = ("train", "validation", "test"),
-                     min_events: int = 50) -> MarketData:
-    lake = lake or Lake()
-    markets = store.load_markets(lake)
+def market_series(ticker: str, part: pl.DataFrame, info: dict, names: list[str]) -> MarketSeries:
+    """One market's arrays from its event rows (sorted by event time) and its markets-mart row."""
+    settled = info["settled_ts"]
+    resolved = info["result"] in ("yes", "no")
+    return MarketSeries(
+        ticker=ticker, split=info["split"], volatility_class=info["volatility_class"],
+        time_ms=part["event_time_ms"].to_numpy(),
+        features=part.select(names).to_numpy().astype(np.float32),
+        bid=part["best_yes_bid_cents"].to_numpy().astype(np.int16),
+        ask=part["best_yes_ask_cents"].to_numpy().astype(np.int16),
+        bid_size=part["best_yes_bid_size"].to_numpy(), ask_size=part["best_no_bid_size"].to_numpy(),
+        settled_ms=int(settled.timestamp() * 1000) if settled is not None and resolved else None,
+        outcome_yes=(info["result"] == "yes") if resolved else None,
+    )
+
+
+def market_data_from_events(events: pl.DataFrame, markets: pl.DataFrame, min_events: int = 50,
+                            partitions: list[str] | None = None) -> MarketData:
+    """MarketData from event rows and one row per market (market_ticker, split, volatility_class, settled_ts,
+    result); normalisation statistics from the training markets."""
     info = {row["market_ticker"]: row for row in markets.iter_rows(named=True)}
     names = list(MODEL_FEATURES)
-    frame = store.load_events(lake=lake).select("market_ticker", "event_time_ms", *_BOOK_COLUMNS, *names) \
-        .filter(pl.col("market_ticker").is_in([t for t, r in info.items() if r["split"] in splits])).collect()
-    frame = frame.sort("market_ticker", "event_time_ms", maintain_order=True)
-    series = {}
-    for (ticker,), part in frame.group_by(["market_ticker"], maintain_order=True):
-        if part.height < min_events:
-            continue
-        row = info[ticker]
-        settled = row["settled_ts"]
-        series[ticker] = MarketSeries(
-            ticker=ticker, split=row["split"], volatility_class=row["volatility_class"],
-            time_ms=part["event_time_ms"].to_numpy(),
-            features=part.select(names).to_numpy().astype(np.float32),
-            bid=part["best_yes_bid_cents"].to_numpy().astype(np.int16),
-            ask=part["best_yes_ask_cents"].to_numpy().astype(np.int16),
-            bid_size=part["best_yes_bid_size"].to_numpy(), ask_size=part["best_no_bid_size"].to_numpy(),
-            settled_ms=int(settled.timestamp() * 1000) if settled is not None and row["result"] in ("yes", "no") else None,
-            outcome_yes=(row["result"] == "yes") if row["result"] in ("yes", "no") else None,
-        )
-    data = MarketData(markets=series, feature_names=names)
+    frame = events.filter(pl.col("market_ticker").is_in(list(info))).select(
+        "market_ticker", "event_time_ms", *_BOOK_COLUMNS, *names).sort("market_ticker", "event_time_ms",
+                                                                         maintain_order=True)
+    series = {ticker: market_series(ticker, part, info[ticker], names)
+              for (ticker,), part in frame.group_by(["market_ticker"], maintain_order=True) if part.height >= min_events}
+    data = MarketData(markets=series, feature_names=names, partitions=partitions or [])
     train = [m.features for m in data.of_split("train")] or [m.features for m in series.values()]
     stacked = np.concatenate(train) if train else np.zeros((1, len(names)), np.float32)
     data.mean = stacked.mean(axis=0).astype(np.float32)
     data.std = np.maximum(stacked.std(axis=0), 1e-3).astype(np.float32)
-    data.partitions = [day.isoformat() for day in lake.partitions("features_events")]
     return data
+
+
+def load_market_data(lake: Lake | None = None, splits: tuple[str, ...] = ("train", "validation", "test"),
+                     min_events: int = 50) -> MarketData:
+    lake = lake or Lake()
+    markets = store.load_markets(lake).filter(pl.col("split").is_in(list(splits)))
+    events = store.load_events(lake=lake).filter(pl.col("market_ticker").is_in(markets["market_ticker"].to_list()))
+    return market_data_from_events(events.collect(), markets, min_events,
+                                   [day.isoformat() for day in lake.partitions("features_events")])

@@ -1,9 +1,17 @@
-"""Train, validate and publish, as plain functions over the lake (the Dagster assets wrap these).
+"""Train a candidate policy, as plain functions over the lake (the Dagster assets wrap these).
 
-Training runs its stages in order: a warm start (behaviour cloning, training/imitation.py), PPO
-(training/ppo.py) and a do-no-harm selection between the two on training markets. A run writes the
-candidate (`Lake.candidate()`): policy weights, learning curves and a training summary; validation
-adds the report; publishing turns the candidate into a version.
+Stages, in order, each within its share of the actual budget (time or steps, whichever ends first):
+1. forecaster (training/forecast.py): supervised forward mid moves on training markets, early-stopped on
+   held-out whole training markets;
+2. forecast trader (training/forecast_trader.py): horizon and margins tuned on a stratified sample of
+   training markets;
+3. warm start (training/warm_start.py): the trader distilled into the policy network (DAgger);
+4. PPO (training/ppo.py), the last stage, with the forecaster frozen; its curriculum follows the elapsed
+   share of PPO's budget.
+Nothing here knows the simulator's planted effects: no known-answer rule is imported (a test checks the
+import graph). Validation markets are used once, at the end: each stage's greedy strategy is scored on
+them (paired by market, so the report shows what each stage adds) and the PPO policy is kept only if it
+does no worse than the warm start there. The test split is never read here.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import copy
 import io
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -21,42 +29,42 @@ import torch
 from core.catalog import Lake, write_bytes_atomic
 from core.settings import settings
 from training import evaluate
+from training.baselines import tuning_sample
 from training.env import BatchedMarketEnv, TradingRules
-from training.episodes import build_episode, curriculum_stage, market_windows
-from training.imitation import (
-    TeacherRule,
-    clone_rule,
-    imitation_loss,
-    teacher_actions,
-    teacher_actor,
-)
+from training.episodes import build_episode, curriculum_stage
+from training.forecast import ForecastConfig, Forecaster, fit_forecaster
+from training.forecast_trader import ForecastTrader, trader_actor, tune_trader
 from training.market_data import MarketData, load_market_data
 from training.policy import GreedyPolicy, MarketPolicy, build_policy
 from training.ppo import Budget, PPOConfig, PPOResult, run_ppo
-from training.publish import publish
-from training.report import report_markdown, save_learning_curves, save_validation_plots
+from training.report import save_learning_curves
+from training.warm_start import DistillConfig, distill_trader
 
-STRATEGIES = ("policy", "always_hold", "random", "imbalance_rule", "buy_and_hold_yes", "warm_start_teacher")
-NIGHTLY_TRAIN_SECONDS = 240.0
+NIGHTLY_TRAIN_SECONDS = 360.0
+STAGES = ("forecast_trader", "warm_start", "ppo")
+
+
+@dataclass(frozen=True)
+class BudgetShares:
+    """Shares of the time budget for the stages before PPO (PPO gets the rest)."""
+
+    forecaster: float = 0.35
+    distill: float = 0.15
 
 
 @dataclass
 class TrainingConfig:
     seed: int = 7
-    total_steps: int = 400_000          # environment steps of PPO (one event of one episode each)
-    time_budget_s: float | None = None  # the whole run (warm start included) stops when this much time passed
+    total_steps: int = 5_000_000        # PPO environment steps at most (one event of one episode each)
+    time_budget_s: float | None = None  # the whole run stops when this much time passed
     hidden: int = 64
-    initial_trade_probability: float = 0.05
-    warm_start_batches: int = 200       # behaviour cloning of `teacher` before PPO (0: start from scratch)
-    teacher: TeacherRule = field(default_factory=TeacherRule)
-    # Weight of the teacher's cross-entropy in the PPO loss after a warm start, decaying linearly to
-    # imitation_final_coef: without it PPO's noisy advantages erase the rare entries in a few updates.
-    imitation_coef: float = 1.0
-    imitation_final_coef: float = 0.1
-    # After PPO, keep the fine-tuned policy only if it beats the clone on this many training markets
-    # (whole recorded lives, greedy actions); 0 keeps the fine-tuned policy unconditionally.
-    selection_markets: int = 60
+    tuning_markets: int = 100           # stratified sample of training markets for tuning the trader
+    select_on_validation: bool = True   # keep PPO's policy only if it does no worse than the warm start
     threads: int = 2
+    device: str = "cpu"                 # "cpu" or "cuda" (see resolve_device)
+    shares: BudgetShares = field(default_factory=BudgetShares)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     rules: TradingRules = field(default_factory=TradingRules)
 
@@ -65,74 +73,108 @@ class TrainingConfig:
 class TrainResult:
     policy: MarketPolicy
     config: TrainingConfig
-    warm_start: dict | None
+    stages: dict                      # per stage: its report
     ppo: PPOResult
-    selection: dict | None
+    trader: ForecastTrader
+    forecaster: Forecaster
+
+
+def resolve_device(choice: str) -> torch.device:
+    """`auto`: CUDA when available, else CPU; `cuda` refuses to fall back silently."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("KFS_TRAIN_DEVICE=cuda but no CUDA device is available (torch.cuda.is_available() is False)")
+    if choice not in ("cpu", "cuda"):
+        raise ValueError(f"unknown training device {choice!r}; choose auto, cpu or cuda")
+    return torch.device(choice)
 
 
 def config_from_settings(seconds: float | None = None) -> TrainingConfig:
-    """The nightly configuration: budget from `seconds`, else KFS_TRAIN_SECONDS (default 240 s), steps and seed."""
+    """The nightly configuration: budget from `seconds`, else KFS_TRAIN_SECONDS (default 360 s), steps, seed
+    and device (KFS_TRAIN_DEVICE)."""
     current = settings()
     return TrainingConfig(time_budget_s=seconds or current.train_seconds or NIGHTLY_TRAIN_SECONDS,
-                          total_steps=current.train_steps, seed=current.train_seed)
+                          total_steps=current.train_steps, seed=current.train_seed,
+                          device=resolve_device(current.train_device).type)
+
+
+def _stage_seconds(config: TrainingConfig, share: float) -> float | None:
+    return None if config.time_budget_s is None else config.time_budget_s * share
 
 
 def train_policy(data: MarketData, config: TrainingConfig,
                  progress: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Warm start, PPO and selection, in that order, within the configured budget."""
+    """Forecaster, forecast trader, warm start and PPO, in that order, within the configured budget."""
+    started = time.perf_counter()
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
+    device = torch.device(config.device)
+    stages: dict = {}
+
+    forecaster, stages["forecaster"] = fit_forecaster(
+        data, config.forecast, config.seed, _stage_seconds(config, config.shares.forecaster), device)
+    trader, stages["forecast_trader"] = tune_trader(forecaster, data, tuning_sample(data, config.tuning_markets, config.seed),
+                                                    config.rules)
+    stages["forecast_trader"]["trader"] = trader.as_dict()
+
+    policy = build_policy(data.feature_names, data.mean, data.std, config.hidden, forecaster=forecaster)
+    policy.forecaster.requires_grad_(False)  # learned from data once; PPO works on the decisions
+    policy.to(device)
+    stages["warm_start"] = distill_trader(policy, data, trader, config.distill, config.seed, config.rules,
+                                          _stage_seconds(config, config.shares.distill), device)
+    warm_state = copy.deepcopy(policy.state_dict())
+
     rng = np.random.default_rng(config.seed)
     share = {"value": 0.0}
     env = BatchedMarketEnv(data, lambda _: build_episode(data, rng, curriculum_stage(share["value"]), split="train"),
-                           config.ppo.n_envs, rules=config.rules)
-    policy = build_policy(data.feature_names, data.mean, data.std, config.hidden)
-    policy.start_cautious(config.initial_trade_probability)
-    warm_start = clone_rule(policy, data, config.teacher, config.warm_start_batches, config.seed, config.rules,
-                            seconds=None if config.time_budget_s is None else config.time_budget_s / 2) \
-        if config.warm_start_batches > 0 else None
-    warm_start_seconds = warm_start["seconds"] if warm_start else 0.0  # the time budget covers both
-    clone_state = copy.deepcopy(policy.state_dict()) if warm_start else None
-    budget = Budget(config.total_steps, None if config.time_budget_s is None
-                    else max(config.time_budget_s - warm_start_seconds, 1e-3))
-
-    def imitation(logits, obs, live, actable, budget_share):
-        weight = config.imitation_coef + (config.imitation_final_coef - config.imitation_coef) * budget_share
-        return weight * imitation_loss(logits, teacher_actions(config.teacher, data.feature_names, obs, live), actable)
-
-    result = run_ppo(policy, env, config.ppo, budget, on_share=lambda s: share.update(value=s), progress=progress,
-                     auxiliary=imitation if warm_start else None)
-    selection = None
-    if clone_state is not None and config.selection_markets > 0:
-        selection = keep_better_of_clone_and_fine_tuned(policy, clone_state, data, config)
-    return TrainResult(policy=policy, config=config, warm_start=warm_start, ppo=result, selection=selection)
+                           config.ppo.n_envs, rules=config.rules, device=device)
+    remaining = None if config.time_budget_s is None else max(config.time_budget_s - (time.perf_counter() - started), 1.0)
+    # Validation scoring and selection run after PPO; keep a tenth of what is left for them.
+    budget = Budget(config.total_steps, None if remaining is None else remaining * 0.85)
+    result = run_ppo(policy, env, config.ppo, budget, on_share=lambda s: share.update(value=s), progress=progress)
+    stages["ppo"] = {"steps": result.steps, "seconds": result.seconds, "steps_per_second": result.steps_per_second,
+                     "episodes": result.episodes, "final": result.curves[-1] if result.curves else {},
+                     "final_curriculum_share": share["value"]}
+    policy.cpu()
+    if config.select_on_validation and data.of_split("validation"):
+        stages["selection"] = keep_ppo_if_no_worse(policy, warm_state, trader, forecaster, data, config)
+    stages["seconds"] = time.perf_counter() - started
+    return TrainResult(policy=policy.eval(), config=config, stages=stages, ppo=result, trader=trader,
+                       forecaster=forecaster)
 
 
-def keep_better_of_clone_and_fine_tuned(policy: MarketPolicy, clone_state: dict, data: MarketData,
-                                        config: TrainingConfig) -> dict:
-    """Do no harm: PPO fine-tuning is kept only if its greedy policy makes more money than the clone's on
-    a fixed sample of training markets (validation and test markets stay untouched for what comes
-    after). Otherwise `policy` is set back to the clone. Returns both scores and the choice."""
-    sample = sorted(m.ticker for m in data.of_split("train"))[: config.selection_markets]
+def stage_strategies(policy: MarketPolicy, warm_state: dict, trader: ForecastTrader, forecaster: Forecaster,
+                     feature_names: list[str]) -> dict:
+    """The greedy strategy of each stage: the forecast trader, the distilled policy, the PPO policy."""
+    warm = copy.deepcopy(policy)
+    warm.load_state_dict(warm_state)
+    return {"forecast_trader": trader_actor(trader, forecaster, feature_names),
+            "warm_start": evaluate.actor_of(GreedyPolicy(warm.cpu()).eval()),
+            "ppo": evaluate.actor_of(GreedyPolicy(copy.deepcopy(policy).cpu()).eval())}
 
-    def score() -> int:
-        greedy = GreedyPolicy(policy).eval()
-        return int(evaluate.play(data, "train", lambda obs, live, env: greedy(obs, live), config.rules,
-                                 markets=sample)["pnl_cents"].sum())
 
+def keep_ppo_if_no_worse(policy: MarketPolicy, warm_state: dict, trader: ForecastTrader, forecaster: Forecaster,
+                         data: MarketData, config: TrainingConfig) -> dict:
+    """Score every stage on validation markets, report what each adds (paired by market), and set `policy`
+    back to the warm start if PPO made less there."""
     started = time.perf_counter()
-    fine_tuned_cents = score()
-    fine_tuned_state = copy.deepcopy(policy.state_dict())
-    policy.load_state_dict(clone_state)
-    clone_cents = score()
-    kept = "fine_tuned" if fine_tuned_cents > clone_cents else "clone"
-    if kept == "fine_tuned":
-        policy.load_state_dict(fine_tuned_state)
-    return {"markets": len(sample), "clone_cents": clone_cents, "fine_tuned_cents": fine_tuned_cents, "kept": kept,
+    strategies = stage_strategies(policy, warm_state, trader, forecaster, data.feature_names)
+    per_market = {name: evaluate.market_metrics(evaluate.play(data, "validation", act, config.rules))
+                  for name, act in strategies.items()}
+    scores = {name: evaluate.summarize(name, frame) for name, frame in per_market.items()}
+    adds = {"warm_start_minus_forecast_trader": evaluate.paired_difference(per_market["warm_start"],
+                                                                           per_market["forecast_trader"]),
+            "ppo_minus_warm_start": evaluate.paired_difference(per_market["ppo"], per_market["warm_start"])}
+    kept = "ppo" if scores["ppo"]["mean_return_dollars"] >= scores["warm_start"]["mean_return_dollars"] else "warm_start"
+    if kept == "warm_start":
+        policy.load_state_dict(warm_state)
+    return {"split": "validation", "scores": scores, "adds": adds, "kept": kept,
             "seconds": time.perf_counter() - started}
 
 
 def run_training(lake: Lake, config: TrainingConfig, data: MarketData | None = None, progress=None) -> dict:
+    """Train and write the candidate: policy weights (forecaster included), learning curves, the summary."""
     data = data or load_market_data(lake)
     result = train_policy(data, config, progress=progress)
     folder = lake.candidate()
@@ -142,9 +184,9 @@ def run_training(lake: Lake, config: TrainingConfig, data: MarketData | None = N
     write_bytes_atomic(folder / "policy_state.pt", weights.getvalue())
     curves = result.ppo.curves
     curves_png = save_learning_curves(curves, folder / "learning_curves.png")
-    summary = {"steps": result.ppo.steps, "seconds": result.ppo.seconds, "steps_per_second": result.ppo.steps_per_second,
-               "episodes": result.ppo.episodes, "config": asdict(result.config), "warm_start": result.warm_start,
-               "selection": result.selection,
+    summary = {"steps": result.ppo.steps, "seconds": result.stages["seconds"], "device": config.device,
+               "steps_per_second": result.ppo.steps_per_second, "episodes": result.ppo.episodes,
+               "config": asdict(result.config), "stages": result.stages, "trader": result.trader.as_dict(),
                "train_markets": len(data.of_split("train")), "partitions": data.partitions,
                "final": curves[-1] if curves else {}, "learning_curves": str(curves_png)}
     lake.write_json(folder / "training.json", summary)
@@ -152,77 +194,22 @@ def run_training(lake: Lake, config: TrainingConfig, data: MarketData | None = N
     return summary
 
 
-def load_candidate(lake: Lake, data: MarketData) -> MarketPolicy:
+def load_candidate(lake: Lake, data: MarketData) -> tuple[MarketPolicy, ForecastTrader]:
+    """The candidate policy and the forecast trader it was warm-started from."""
     training = lake.read_json(lake.candidate() / "training.json")
-    policy = build_policy(data.feature_names, data.mean, data.std, training["config"]["hidden"])
+    config = training["config"]
+    policy = build_policy(data.feature_names, data.mean, data.std, config["hidden"],
+                          forecast_hidden=config["forecast"]["hidden"])
     policy.load_state_dict(torch.load(lake.candidate() / "policy_state.pt"))
-    return policy.eval()
+    trader = training["trader"]
+    return policy.eval(), ForecastTrader(trader["horizon"], trader["entry_margin"], trader["exit_margin"])
 
 
-def evaluate_all(data: MarketData, policy, split: str, rules: TradingRules = TradingRules(), seed: int = 0,
-                 teacher: TeacherRule = TeacherRule()) -> dict[str, pl.DataFrame]:
-    """Per-market results of the policy and every baseline on `split`, in the same simulator."""
-    greedy = GreedyPolicy(policy).eval()
-    policy_windows = evaluate.play(data, split, evaluate.policy_actor(greedy), rules)
-    live_steps = max(int(policy_windows["steps"].sum()), 1)
-    trade_rate = max(float(policy_windows["orders"].sum()) / live_steps, 1e-3)
-    threshold = evaluate.tune_imbalance_threshold(data, rules)
-    windows = {
-        "policy": policy_windows,
-        "always_hold": evaluate.play(data, split, evaluate.always_hold, rules),
-        "random": evaluate.play(data, split, evaluate.random_policy(trade_rate, seed), rules),
-        "imbalance_rule": evaluate.play(data, split, evaluate.imbalance_rule(data.feature_names, threshold), rules),
-        "buy_and_hold_yes": evaluate.play(data, split, evaluate.buy_and_hold_yes, rules),
-        # The rule the policy was cloned from before PPO, so the report shows what RL added or lost.
-        "warm_start_teacher": evaluate.play(data, split, teacher_actor(teacher, data.feature_names), rules),
-    }
-    return {name: evaluate.market_metrics(w) for name, w in windows.items()}
-
-
-def compare(per_market: dict[str, pl.DataFrame], seed: int = 0) -> tuple[list[dict], dict]:
-    table = [evaluate.summarize(name, frame, seed) for name, frame in per_market.items()]
-    comparison = {}
-    for name in STRATEGIES[1:]:
-        mean, low, high = evaluate.paired_difference(per_market["policy"], per_market[name], seed)
-        comparison[name] = {"mean": mean, "ci_low": low, "ci_high": high}
-    return table, comparison
-
-
-def run_validation(lake: Lake, split: str = "validation", data: MarketData | None = None) -> dict:
-    data = data or load_market_data(lake)
-    policy = load_candidate(lake, data)
-    per_market = evaluate_all(data, policy, split)
-    table, comparison = compare(per_market)
-    folder = lake.candidate()
-    plots = save_validation_plots(per_market, folder, split)
-    markdown = report_markdown(table, comparison, split, plots)
-    write_bytes_atomic(folder / f"{split}.md", markdown.encode())
-    result = {"split": split, "table": table, "comparison": comparison, "report": str(folder / f"{split}.md"),
-              "plots": [str(p) for p in plots]}
-    lake.write_json(folder / f"{split}.json", result)
-    return result
-
-
-def validation_observations(data: MarketData, split: str = "validation", max_steps: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
-    """Observations the policy meets on `split` markets, for the int8-versus-float agreement check."""
-    windows = [w for m in sorted(data.of_split(split), key=lambda m: m.ticker) for w in market_windows(m)][:32]
-    queue = iter(windows)
-    env = BatchedMarketEnv(data, lambda _: next(queue), len(windows), auto_reset=False)
-    observations, lives = [], []
-    for _ in range(max_steps):
-        obs, live = env.observe()
-        observations.append(obs)
-        lives.append(live)
-        env.step(torch.zeros_like(live, dtype=torch.long))
-    return torch.cat(observations), torch.cat(lives)
-
-
-def run_publish(lake: Lake, data: MarketData | None = None) -> dict:
-    data = data or load_market_data(lake)
-    policy = load_candidate(lake, data)
-    folder = lake.candidate()
-    training = lake.read_json(folder / "training.json")
-    validation = lake.read_json(folder / "validation.json")
-    return publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, training,
-                   {row["strategy"]: row for row in validation["table"]}, validation["comparison"],
-                   validation_observations(data))
+def quick_config(ppo_steps: int, seconds: float | None = None, **overrides) -> TrainingConfig:
+    """A configuration for tests and demos on small universes: the same stages, smaller pieces, a PPO step
+    budget (so results do not depend on the machine's speed) and optionally a time budget."""
+    config = TrainingConfig(total_steps=ppo_steps, time_budget_s=seconds, tuning_markets=40,
+                            forecast=ForecastConfig(max_epochs=2, checks_per_epoch=4),
+                            distill=DistillConfig(rollouts_per_round=8, epochs=4, n_envs=32),
+                            ppo=PPOConfig(n_envs=32, rollout_steps=32))
+    return replace(config, **overrides)

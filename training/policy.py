@@ -1,11 +1,12 @@
 """The market-agnostic policy (DESIGN.md section 5).
 
-Per slot: normalised features -> shared market encoder; the temporal and trade-flow features -> a
-temporal encoder; both joined, then attention across the live slots (padding masked), then per-slot
-action logits (HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO). The value head pools the live slots.
-Normalisation statistics are buffers, so the exported artifact takes raw feature values. Market
-identity is never an input. Everything is Linear layers and tensor ops: TorchScript-able and
-dynamically int8-quantizable.
+Per slot: normalised features, the position, and the forward-move forecast (training/forecast.py, fitted
+on training markets before PPO and frozen in it) with its edge over a round trip's cost -> shared market
+encoder; the temporal and trade-flow features -> a temporal encoder; both joined, then attention across
+the live slots (padding masked), then per-slot action logits (HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO).
+The value head pools the live slots. Normalisation statistics are buffers, so the exported artifact takes
+raw feature values. Market identity is never an input. Everything is Linear layers and tensor ops:
+TorchScript-able and dynamically int8-quantizable.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 from torch import nn
 
 from features.schema import columns_of
+from training.forecast import HORIZONS, TARGET_SCALE, Forecaster
+from training.forecast_trader import FEE_RATE
 from training.spaces import N_ACTIONS, POSITION_FEATURES
 
 # The temporal encoder sees the groups that describe activity over time.
@@ -24,12 +27,15 @@ TEMPORAL_GROUPS = ("temporal", "trade_flow")
 
 class MarketPolicy(nn.Module):
     def __init__(self, n_features: int, temporal_index: list[int], mean: torch.Tensor, std: torch.Tensor,
-                 hidden: int = 64, temporal_hidden: int = 32):
+                 forecaster: Forecaster, mid_index: int, spread_index: int, hidden: int = 64, temporal_hidden: int = 32):
         super().__init__()
         self.register_buffer("mean", mean.clone().float())
         self.register_buffer("std", std.clone().float())
         self.register_buffer("temporal_index", torch.tensor(temporal_index, dtype=torch.long))
-        n_in = n_features + POSITION_FEATURES
+        self.forecaster = forecaster
+        self.mid_index = mid_index
+        self.spread_index = spread_index
+        n_in = n_features + POSITION_FEATURES + 3 * len(HORIZONS)
         self.market_encoder = nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
         self.temporal_encoder = nn.Sequential(nn.Linear(len(temporal_index), temporal_hidden), nn.Tanh())
         self.join = nn.Linear(hidden + temporal_hidden, hidden)
@@ -40,6 +46,8 @@ class MarketPolicy(nn.Module):
         self.actor = nn.Linear(hidden, N_ACTIONS)
         self.critic = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         self.scale = float(hidden) ** -0.5
+        self.fee_rate = FEE_RATE            # attributes, so TorchScript sees constants, not globals
+        self.target_scale = TARGET_SCALE
 
     def start_cautious(self, trade_probability: float) -> None:
         """Initial policy: HOLD unless exploring, each order action with trade_probability / 4.
@@ -54,8 +62,9 @@ class MarketPolicy(nn.Module):
     def encode(self, obs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
         """obs [B, S, F + P], live [B, S] bool -> per-slot embedding [B, S, H]."""
         n_features = self.mean.shape[0]
-        features = (obs[..., :n_features] - self.mean) / self.std
-        x = torch.cat([features.clamp(-10.0, 10.0), obs[..., n_features:]], dim=-1)
+        raw = obs[..., :n_features]
+        features = (raw - self.mean) / self.std
+        x = torch.cat([features.clamp(-10.0, 10.0), obs[..., n_features:], self.forecast_inputs(raw)], dim=-1)
         market = self.market_encoder(x)
         temporal = self.temporal_encoder(features.index_select(-1, self.temporal_index).clamp(-10.0, 10.0))
         h = torch.tanh(self.join(torch.cat([market, temporal], dim=-1)))
@@ -63,6 +72,14 @@ class MarketPolicy(nn.Module):
         scores = scores.masked_fill(~live.unsqueeze(1), -1e9)
         attended = torch.matmul(torch.softmax(scores, dim=-1), self.value_proj(h))             # [B, S, H]
         return h + torch.tanh(self.attention_out(attended))
+
+    def forecast_inputs(self, raw: torch.Tensor) -> torch.Tensor:
+        """The forecast moves and their edge over a round trip for a YES and a NO entry, in tenths of a
+        probability: what the warm start taught the policy to act on."""
+        move = self.forecaster(raw)
+        mid, spread = raw[..., self.mid_index], raw[..., self.spread_index]
+        cost = (spread + 2 * self.fee_rate * mid * (1 - mid)).unsqueeze(-1)   # = forecast_trader.round_trip_cost
+        return torch.cat([move, move - cost, -move - cost], dim=-1) * self.target_scale
 
     def forward(self, obs: torch.Tensor, live: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Action logits [B, S, 5] (impossible actions masked) and state value [B]."""
@@ -99,7 +116,12 @@ def temporal_feature_index(feature_names: list[str]) -> list[int]:
     return [i for i, name in enumerate(feature_names) if name in wanted]
 
 
-def build_policy(feature_names: list[str], mean, std, hidden: int = 64) -> MarketPolicy:
-    """A policy for these model features, normalised with the training markets' statistics."""
-    return MarketPolicy(len(feature_names), temporal_feature_index(feature_names), torch.as_tensor(mean),
-                        torch.as_tensor(std), hidden=hidden)
+def build_policy(feature_names: list[str], mean, std, hidden: int = 64, forecaster: Forecaster | None = None,
+                 forecast_hidden: int = 128) -> MarketPolicy:
+    """A policy for these model features, normalised with the training markets' statistics, around a fitted
+    forecaster (or a fresh one of `forecast_hidden` units, to load saved weights into)."""
+    mean, std = torch.as_tensor(mean), torch.as_tensor(std)
+    forecaster = forecaster if forecaster is not None else Forecaster(mean, std, forecast_hidden)
+    return MarketPolicy(len(feature_names), temporal_feature_index(feature_names), mean, std, forecaster,
+                        feature_names.index("ob_yes_mid_prob"), feature_names.index("ob_yes_spread_prob"),
+                        hidden=hidden)

@@ -1,10 +1,10 @@
 """Export, measure and register policies: TorchScript int8 artifacts, a manifest, a promotion gate.
 
 Layout (the catalog's model locations): `<version>/{policy_int8.pt, policy_fp32.pt, manifest.json}` and
-the registry ({"versions": [...], "aliases": {"production": version}}). Every version is
-kept; the `production` alias moves only when the candidate beats always-hold, random and
-buy-and-hold on validation markets (lower bound of the bootstrap interval of the per-market
-difference above zero) and meets the latency budget (p99 <= 1 ms, batch 1, one thread).
+the registry ({"versions": [...], "aliases": {"production": version}}). Every version is kept; the
+`production` alias moves only through `promotion_gate`: on validation markets the policy's 95% CI is above
+zero, it is non-inferior to the best single-feature rule (paired CI low above -NON_INFERIORITY_MARGIN), and
+its int8 p99 latency is within budget (1 ms, batch 1, one thread). The decision lists every comparison.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from training.spaces import MAX_SLOTS, POSITION_FEATURES
 
 LATENCY_BUDGET_P99_US = 1000.0
 PRODUCTION = "production"
-GATE_BASELINES = ("always_hold", "random", "buy_and_hold_yes")
+# The gate's non-inferiority margin against the best single-feature rule, dollars per market: about what two
+# round trips of one 10-contract lot near 50c cost (a cent of spread and two taker fees of 1.8c, per contract),
+# so a policy is promoted when it trails the best simple rule by less than a couple of unlucky trades per market.
+NON_INFERIORITY_MARGIN = 1.0
 
 
 def quiet_torch_deprecations():
@@ -103,21 +106,33 @@ def code_version() -> str:
 @dataclass
 class GateDecision:
     promote: bool
-    reasons: list[str]
+    reasons: list[str]     # why not (empty when promoted)
+    comparisons: list[str]  # every comparison with its interval, whatever the outcome
 
 
-def promotion_gate(comparison: dict, latency: dict, latency_budget_p99_us: float = LATENCY_BUDGET_P99_US) -> GateDecision:
-    reasons = []
-    for baseline in GATE_BASELINES:
-        diff = comparison.get(baseline)
-        if diff is None:
-            reasons.append(f"no comparison with {baseline}")
-        elif diff["ci_low"] <= 0:
-            reasons.append(f"does not beat {baseline}: mean per-market difference {diff['mean']:+.2f} $, "
-                           f"95% CI [{diff['ci_low']:+.2f}, {diff['ci_high']:+.2f}] has its lower bound <= 0")
+def promotion_gate(table: list[dict], comparison: dict, latency: dict, latency_budget_p99_us: float,
+                   margin: float = NON_INFERIORITY_MARGIN) -> GateDecision:
+    """Promote only if the policy's CI is above zero, it is non-inferior to `best_rule` (paired CI low above
+    -margin) and its int8 p99 latency is within budget."""
+    policy = next((row for row in table if row["strategy"] == "policy"), None)
+    reasons, lines = [], []
+    if policy is None:
+        return GateDecision(False, ["no policy row in the validation table"], [])
+    lines.append(f"policy {policy['mean_return_dollars']:+.2f} $/market, 95% CI "
+                 f"[{policy['ci_low']:+.2f}, {policy['ci_high']:+.2f}] on {policy['markets']} markets")
+    if policy["ci_low"] <= 0:
+        reasons.append("the policy's 95% CI is not above zero")
+    for name, diff in comparison.items():
+        lines.append(f"policy - {name}: {diff['mean']:+.2f} $/market, 95% CI [{diff['ci_low']:+.2f}, {diff['ci_high']:+.2f}]")
+    best = comparison.get("best_rule")
+    if best is None:
+        reasons.append("no comparison with best_rule")
+    elif best["ci_low"] <= -margin:
+        reasons.append(f"not non-inferior to best_rule: paired CI low {best['ci_low']:+.2f} is not above -{margin:.2f}")
+    lines.append(f"int8 p99 latency {latency['p99_us']:.0f} us (budget {latency_budget_p99_us:.0f} us)")
     if latency["p99_us"] > latency_budget_p99_us:
         reasons.append(f"int8 p99 latency {latency['p99_us']:.0f} us exceeds {latency_budget_p99_us:.0f} us")
-    return GateDecision(promote=not reasons, reasons=reasons or ["beats every baseline and meets the latency budget"])
+    return GateDecision(not reasons, reasons, lines)
 
 
 BEHAVIOUR_CHECK = "behaviour_check.pt"
@@ -154,7 +169,7 @@ def new_version() -> str:
 
 
 def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, std, partitions: list[str],
-            training: dict, validation: dict, comparison: dict, validation_obs: tuple[torch.Tensor, torch.Tensor],
+            training: dict, validation: dict, validation_obs: tuple[torch.Tensor, torch.Tensor],
             latency_budget_p99_us: float = LATENCY_BUDGET_P99_US) -> dict:
     """Write artifacts and manifest for a new version, register it, move `production` if the gate passes."""
     version = new_version()
@@ -168,7 +183,7 @@ def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, st
     agreement = action_agreement(reloaded_fp32, reloaded_int8, *validation_obs)
     torch.save(behaviour_sample(reloaded_int8, *validation_obs), folder / BEHAVIOUR_CHECK)
     latency = {"int8": latency_us(reloaded_int8, len(feature_names)), "fp32": latency_us(reloaded_fp32, len(feature_names))}
-    decision = promotion_gate(comparison, latency["int8"], latency_budget_p99_us)
+    decision = promotion_gate(validation["table"], validation["comparison"], latency["int8"], latency_budget_p99_us)
     manifest = {
         "version": version, "created_at": datetime.now(timezone.utc).isoformat(), "code_version": code_version(),
         "artifact": "policy_int8.pt", "artifact_fp32": "policy_fp32.pt", "behaviour_check": BEHAVIOUR_CHECK,
@@ -179,9 +194,13 @@ def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, st
         "feature_names": feature_names, "feature_schema_version": EVENTS_SCHEMA_VERSION,
         "feature_schema_hash": feature_schema_hash(feature_names),
         "normalization": {"mean": [float(x) for x in mean], "std": [float(x) for x in std]},
-        "training_partitions": partitions, "training": training, "metrics": validation,
-        "baseline_comparison": comparison, "latency_us": latency, "int8_fp32_action_agreement": agreement,
-        "promotion": {"promoted": decision.promote, "reasons": decision.reasons},
+        "training_partitions": partitions, "training": training,
+        "metrics": {row["strategy"]: row for row in validation["table"]},
+        "baseline_comparison": validation["comparison"], "recovery": validation.get("recovery"),
+        "best_rule": validation.get("best_rule"), "baselines": validation.get("baselines"),
+        "latency_us": latency, "int8_fp32_action_agreement": agreement,
+        "promotion": {"promoted": decision.promote, "reasons": decision.reasons, "comparisons": decision.comparisons,
+                      "non_inferiority_margin_dollars": NON_INFERIORITY_MARGIN},
     }
     lake.write_json(folder / "manifest.json", manifest)
     registry = read_registry(lake)

@@ -60,7 +60,8 @@ class PolicyServer:
             raise PolicyLoadError(f"alias {self.alias!r} points at no version yet")
         return version
 
-    def _load_checked(self, version: str) -> tuple[torch.jit.ScriptModule, dict]:
+    def load_version(self, version: str) -> tuple[torch.jit.ScriptModule, dict]:
+        """A version's int8 model and manifest, after every check of the module docstring (raises PolicyLoadError)."""
         folder = self.lake.model_version(version)
         manifest = self.lake.read_json(folder / "manifest.json")
         _check_schema(version, manifest)
@@ -83,7 +84,7 @@ class PolicyServer:
             version = self._target_version()
             if version == self.version:
                 return False
-            model, manifest = self._load_checked(version)
+            model, manifest = self.load_version(version)
         except Exception as error:  # noqa: BLE001 - a bad version must never take down a serving process
             self.last_error = str(error) if isinstance(error, PolicyLoadError) else f"{type(error).__name__}: {error}"
             if self._model is None:

@@ -7,6 +7,6 @@ MAX_SLOTS = 5  # markets per observation (zero-padded, with a mask)
 HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO = range(5)
 ACTIONS = ("HOLD", "BUY_YES", "SELL_YES", "BUY_NO", "SELL_NO")
 N_ACTIONS = len(ACTIONS)
-# Per slot, after the market's model features: YES contracts / limit, NO contracts / limit, and 1 if this
-# slot's market produced the current event.
-POSITION_FEATURES = 3
+# Per slot, after the market's model features: YES contracts / limit, NO contracts / limit, 1 if this
+# slot's market produced the current event, log age of the open position, its gain per contract if closed
+POSITION_FEATURES = 5

@@ -1,15 +1,14 @@
-"""Training, validation and publishing assets: thin wrappers around training.pipeline."""
+"""Training, validation and publishing assets: thin wrappers around training.pipeline and training.release."""
 
+
+from pathlib import Path
 
 import dagster as dg
 
 from orchestration.resources import LakeResource
-from training.pipeline import (
-    config_from_settings,
-    run_publish,
-    run_training,
-    run_validation,
-)
+from training.pipeline import config_from_settings, run_training
+from training.release import run_publish, run_validation
+from training.report import inline_image
 
 TRAINING_GROUP = "policy"
 AGREEMENT_CHECK = "int8_matches_fp32_actions"
@@ -21,8 +20,9 @@ class TrainingRunConfig(dg.Config):
 
 
 @dg.asset(group_name=TRAINING_GROUP, deps=["markets", "split_registry", "features_events"], kinds={"pytorch"},
-          description="PPO on event-time episodes of training markets (curriculum 1-2 stable -> 3 -> 5 markets); "
-                      "budget from the run config or KFS_TRAIN_SECONDS / KFS_TRAIN_STEPS. Writes the candidate.")
+          description="Forecaster of forward mid moves -> forecast trader -> warm start (distilled) -> PPO on "
+                      "event-time episodes of training markets; budget from the run config or KFS_TRAIN_SECONDS / "
+                      "KFS_TRAIN_STEPS, device from KFS_TRAIN_DEVICE. Writes the candidate.")
 def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig, lake: LakeResource):
     def log_progress(iteration, curve):
         if iteration % 10 == 0:
@@ -30,18 +30,22 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
                              f"{curve['episode_pnl_cents']:.0f} c, {curve['steps_per_second']:.0f} steps/s")
 
     summary = run_training(lake.lake(), config_from_settings(config.seconds), progress=log_progress)
+    stages = summary["stages"]
     return dg.MaterializeResult(metadata={
-        "steps": summary["steps"], "seconds": round(summary["seconds"], 1),
+        "steps": summary["steps"], "seconds": round(summary["seconds"], 1), "device": summary["device"],
         "steps_per_second": round(summary["steps_per_second"]), "episodes": summary["episodes"],
         "train_markets": summary["train_markets"],
-        "final_episode_pnl_cents": summary["final"].get("episode_pnl_cents"),
-        "learning_curves": dg.MetadataValue.path(summary["learning_curves"]),
+        "forecaster_held_out_r2": dg.MetadataValue.json(stages["forecaster"]["held_out"]["r2"]),
+        "forecast_trader": summary["trader"]["rule"],
+        "kept": (stages.get("selection") or {}).get("kept", "ppo"),
+        "learning_curves": dg.MetadataValue.md(inline_image(Path(summary["learning_curves"]), "learning curves")),
     })
 
 
 @dg.asset(group_name=TRAINING_GROUP, deps=[trained_policy], kinds={"pytorch"},
-          description="The candidate against always-hold, random, a top-5 imbalance rule and buy-and-hold YES on "
-                      "validation markets, with bootstrap intervals by market; markdown report with plots.")
+          description="The candidate against the best single-feature rule, the known-answer rules, the forecast "
+                      "trader, the imbalance rule, random, always-hold and buy-and-hold YES on validation markets, "
+                      "with BCa intervals by market; markdown report with the plots inline.")
 def policy_validation(context: dg.AssetExecutionContext, lake: LakeResource):
     result = run_validation(lake.lake(), "validation")
     with open(result["report"]) as handle:
@@ -52,7 +56,9 @@ def policy_validation(context: dg.AssetExecutionContext, lake: LakeResource):
         "report_path": dg.MetadataValue.path(result["report"]),
         "policy_mean_return_dollars": policy_row["mean_return_dollars"],
         "policy_ci_low": policy_row["ci_low"],
-        **{f"plot_{i}": dg.MetadataValue.path(p) for i, p in enumerate(result["plots"])},
+        "policy_cross_market_sharpe": policy_row["cross_market_sharpe"],
+        "best_rule": result["best_rule"]["rule"],
+        "recovery_of_known_answer": dg.MetadataValue.json(result["recovery"]),
     })
 
 
@@ -68,6 +74,8 @@ def published_policy(context: dg.AssetExecutionContext, lake: LakeResource):
     return dg.MaterializeResult(
         metadata={"version": manifest["version"], "promoted": manifest["promotion"]["promoted"],
                   "promotion_reasons": dg.MetadataValue.json(manifest["promotion"]["reasons"]),
+                  "gate_comparisons": dg.MetadataValue.md("\n".join(f"- {line}" for line in
+                                                                    manifest["promotion"]["comparisons"])),
                   "int8_p50_us": manifest["latency_us"]["int8"]["p50_us"],
                   "int8_p99_us": manifest["latency_us"]["int8"]["p99_us"],
                   "fp32_p99_us": manifest["latency_us"]["fp32"]["p99_us"],

@@ -29,11 +29,11 @@ def test_fills_walk_the_book_pay_fees_and_settle():
         actions[0, 0] = action
         reward, done, info = env.step(actions)
         rewards.append(round(float(reward[0]), 2))
-    # buy 5 @ 42 + 5 @ 43 + fee 18 = 443; value 10 x bid 40 = 400
-    # sell 5 @ 40 + 5 @ 39 - fee 17 = 378; buy NO 5 @ 60 + 5 @ 61 + fee 17 = 622, valued at 10 x 58
+    # fees per fill level: buy 5 @ 42 (fee 9) + 5 @ 43 (fee 9) = 443, worth 10 x 40 less the exit fee 17 = 383
+    # sell 5 @ 40 + 5 @ 39 less fees 9 + 9 = 377; buy NO 5 @ 60 + 5 @ 61 + fees 9 + 9 = 623, worth 10 x 58 - 18
     # the market settles YES: the NO contracts pay nothing
-    assert rewards == [-0.43, -0.22, -0.42, -5.80]
-    assert bool(done[0]) and int(info["episode_pnl_cents"][0]) == -687
+    assert rewards == [-0.60, -0.06, -0.61, -5.62]
+    assert bool(done[0]) and int(info["episode_pnl_cents"][0]) == -689
 
 
 def test_position_limit_and_missing_liquidity_block_orders():

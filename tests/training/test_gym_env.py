@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from features.schema import MODEL_FEATURES
 from tests.training.synthetic import synthetic_data, synthetic_market
+from training.spaces import POSITION_FEATURES
 
 
 def test_gymnasium_wrapper_passes_the_environment_checker():
@@ -15,6 +16,6 @@ def test_gymnasium_wrapper_passes_the_environment_checker():
     env = KalshiMarketsEnv(data)
     check_env(env, skip_render_check=True)
     observation, _ = env.reset(seed=3)
-    assert observation["features"].shape == (5, len(MODEL_FEATURES) + 3)
+    assert observation["features"].shape == (5, len(MODEL_FEATURES) + POSITION_FEATURES)
     _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
     assert isinstance(reward, float) and not truncated

@@ -6,9 +6,20 @@ import pytest
 import torch
 
 
+def _validation(policy_low: float, best_rule_low: float) -> dict:
+    """A validation result whose policy CI starts at policy_low and whose paired difference to the best
+    single-feature rule starts at best_rule_low."""
+    table = [{"strategy": "policy", "markets": 25, "mean_return_dollars": policy_low + 1, "ci_low": policy_low,
+              "ci_high": policy_low + 2}]
+    comparison = {"best_rule": {"mean": best_rule_low + 1, "ci_low": best_rule_low, "ci_high": best_rule_low + 2},
+                  "random": {"mean": 3.0, "ci_low": 1.0, "ci_high": 5.0}}
+    return {"table": table, "comparison": comparison}
+
+
 def test_published_artifact_loads_with_plain_torch_and_agrees_with_fp32(published):
-    lake, data, _, _, manifest = published
-    from training.pipeline import validation_observations
+    lake, data, _, validation, manifest = published
+    from training.release import validation_observations
+
     folder = lake.model_version(manifest["version"])
     int8 = torch.jit.load(str(folder / "policy_int8.pt"))
     fp32 = torch.jit.load(str(folder / "policy_fp32.pt"))
@@ -19,43 +30,57 @@ def test_published_artifact_loads_with_plain_torch_and_agrees_with_fp32(publishe
     assert manifest["int8_fp32_action_agreement"] >= 0.99
     assert manifest["latency_us"]["int8"]["p99_us"] > 0 and manifest["feature_schema_hash"]
     assert manifest["normalization"]["mean"] and manifest["training_partitions"]
-    assert set(manifest["baseline_comparison"]) == {"always_hold", "random", "imbalance_rule", "buy_and_hold_yes",
-                                                     "warm_start_teacher"}
+    assert set(manifest["baseline_comparison"]) == set(validation["comparison"])
+    assert manifest["best_rule"]["rule"] and manifest["baselines"]["imbalance_threshold"] > 0
+    comparisons = manifest["promotion"]["comparisons"]
+    assert any(line.startswith("policy - best_rule") for line in comparisons)  # the gate says what it compared
 
 
-def test_promotion_gate_and_hot_reload(published, tmp_path):
+@pytest.mark.parametrize("policy_low, best_rule_low, p99, promoted, reason", [
+    (0.5, -0.5, 100, True, None),
+    (-0.1, 2.0, 100, False, "CI is not above zero"),
+    (0.5, -1.5, 100, False, "not non-inferior to best_rule"),
+    (0.5, 0.5, 5000, False, "latency"),
+])
+def test_promotion_gate(policy_low, best_rule_low, p99, promoted, reason):
+    from training.publish import NON_INFERIORITY_MARGIN, promotion_gate
+
+    assert NON_INFERIORITY_MARGIN == 1.0
+    validation = _validation(policy_low, best_rule_low)
+    decision = promotion_gate(validation["table"], validation["comparison"], {"p99_us": p99}, 1000.0)
+    assert decision.promote is promoted
+    assert promoted or any(reason in r for r in decision.reasons), decision.reasons
+    assert len(decision.comparisons) == 4  # the policy, both comparisons and the latency, whatever the outcome
+
+
+def test_promotion_and_hot_reload(published, tmp_path):
     from core.catalog import Lake
-    from training.pipeline import load_candidate, validation_observations
-    from training.publish import PRODUCTION, promotion_gate, publish, read_registry
+    from training.pipeline import load_candidate
+    from training.publish import PRODUCTION, publish, read_registry
+    from training.release import validation_observations
     from training.serving import PolicyLoadError, PolicyServer
 
-    source, data, summary, validation, _ = published
+    source, data, summary, _, _ = published
     lake = Lake(tmp_path)
-    # The latency budget is exercised above with given numbers; here a loaded CI machine must not decide.
-    no_budget = float("inf")
-    policy = load_candidate(source, data)
-    losing = {name: {"mean": -1.0, "ci_low": -2.0, "ci_high": 0.5} for name in ("always_hold", "random", "buy_and_hold_yes")}
-    winning = {name: {"mean": 2.0, "ci_low": 0.5, "ci_high": 3.0} for name in losing}
-    assert not promotion_gate(losing, {"p99_us": 100}).promote
-    assert not promotion_gate(winning, {"p99_us": 5000}).promote
-    assert promotion_gate(winning, {"p99_us": 100}).promote
+    no_budget = float("inf")  # the latency budget is exercised above; a loaded CI machine must not decide here
+    policy, _ = load_candidate(source, data)
     obs = validation_observations(data, max_steps=50)
+    losing, winning = _validation(-1.0, -3.0), _validation(0.5, 0.5)
 
-    first = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, {}, losing, obs,
+    first = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, losing, obs,
                     latency_budget_p99_us=no_budget)
     assert not first["promotion"]["promoted"] and PRODUCTION not in read_registry(lake)["aliases"]
     server = PolicyServer(lake, latency_budget_p99_us=no_budget)
     with pytest.raises(PolicyLoadError, match="points at no version"):
         server.refresh()
 
-    second = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, {}, winning, obs,
+    second = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, winning, obs,
                      latency_budget_p99_us=no_budget)
     assert read_registry(lake)["aliases"][PRODUCTION] == second["version"]
     assert server.refresh() and server.version == second["version"]
-    actions = server.act(obs[0][:1], obs[1][:1])
-    assert actions.shape == (1, 5)
+    assert server.act(obs[0][:1], obs[1][:1]).shape == (1, 5)
 
-    third = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, {}, winning, obs,
+    third = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, winning, obs,
                     latency_budget_p99_us=no_budget)
     (lake.model_version(third["version"]) / "policy_int8.pt").write_bytes(b"not a model")
     assert server.refresh() is False  # the broken version is refused...
@@ -63,4 +88,3 @@ def test_promotion_gate_and_hot_reload(published, tmp_path):
     assert server.act(obs[0][:1], obs[1][:1]).shape == (1, 5)
     assert len(read_registry(lake)["versions"]) == 3 and all(lake.model_version(v["version"]).exists()
                                                              for v in read_registry(lake)["versions"])
-    assert lake.read_json(lake.model_version(third["version"]) / "manifest.json")["version"] == third["version"]

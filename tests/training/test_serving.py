@@ -11,7 +11,8 @@ import torch
 from training.publish import PRODUCTION, publish, read_registry, sha256_of
 from training.serving import PolicyLoadError, PolicyServer
 
-WINNING = {name: {"mean": 2.0, "ci_low": 0.5, "ci_high": 3.0} for name in ("always_hold", "random", "buy_and_hold_yes")}
+WINNING = {"table": [{"strategy": "policy", "markets": 25, "mean_return_dollars": 2.0, "ci_low": 0.5, "ci_high": 3.0}],
+           "comparison": {"best_rule": {"mean": 2.0, "ci_low": 0.5, "ci_high": 3.0}}}
 NO_BUDGET = float("inf")  # latency is its own test; a loaded CI machine must not decide these
 
 
@@ -19,16 +20,17 @@ NO_BUDGET = float("inf")  # latency is its own test; a loaded CI machine must no
 def serving(published, tmp_path):
     """A lake with one promoted version being served, and a way to publish (and then tamper with) another."""
     from core.catalog import Lake
-    from training.pipeline import load_candidate, validation_observations
+    from training.pipeline import load_candidate
+    from training.release import validation_observations
 
     source, data, summary, _, _ = published
     lake = Lake(tmp_path)
-    policy = load_candidate(source, data)
+    policy, _ = load_candidate(source, data)
     obs = validation_observations(data, max_steps=60)
 
     def publish_promoted() -> str:
-        manifest = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, {},
-                           WINNING, obs, latency_budget_p99_us=NO_BUDGET)
+        manifest = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, WINNING,
+                           obs, latency_budget_p99_us=NO_BUDGET)
         assert read_registry(lake)["aliases"][PRODUCTION] == manifest["version"]
         return manifest["version"]
 

@@ -1,0 +1,112 @@
+"""The generic warm start, part 2: the trader that acts on the learned forecast, tuned on training markets.
+
+It knows what every Kalshi taker knows and nothing about planted effects: a round trip costs the spread and
+two taker fees (0.07 p (1 - p) each, in probability). It buys YES when the forecast mid move at its horizon
+beats that cost by `entry_margin`, NO when the forecast fall does, and leaves a position once the forecast
+turns against it by `exit_margin`. The horizon and margins are chosen on a stratified sample of training
+markets by the compiled backtester. The policy is warm-started by distilling this trader (training/warm_start.py),
+so whatever edge it has comes from the forecaster, which learned it from data.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from training.baselines import backtest_signals
+from training.env import TradingRules
+from training.forecast import HORIZONS, Forecaster
+from training.market_data import MarketData, MarketSeries
+from training.spaces import BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
+
+FEE_RATE = 0.07                      # Kalshi taker fee per contract: 0.07 p (1 - p)
+ENTRY_MARGINS = (0.0, 0.01, 0.02, 0.04)
+EXIT_MARGINS = (-0.02, -0.01, 0.0, 0.01, 0.03)  # negative: leave once the edge has faded below |margin|
+
+
+@dataclass(frozen=True)
+class ForecastTrader:
+    horizon: int = 1           # index into forecast.HORIZONS
+    entry_margin: float = 0.01
+    exit_margin: float = 0.01
+
+    def describe(self) -> str:
+        return (f"enter when the {HORIZONS[self.horizon]}-event forecast beats spread + fees by {self.entry_margin:.2f}; "
+                f"leave when it turns {self.exit_margin:.2f} against the position")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "horizon_events": HORIZONS[self.horizon], "rule": self.describe()}
+
+
+def round_trip_cost(mid: torch.Tensor | np.ndarray, spread: torch.Tensor | np.ndarray):
+    """Probability a position must gain to pay for itself: the spread plus a taker fee on entry and exit."""
+    return spread + 2 * FEE_RATE * mid * (1 - mid)
+
+
+def trader_signals(trader: ForecastTrader, forecast, mid, spread):
+    """(enter YES, leave YES, enter NO, leave NO) for forecasts [..., H] and the book's mid and spread [...]
+    (NumPy arrays or tensors)."""
+    move = forecast[..., trader.horizon]
+    cost = round_trip_cost(mid, spread)
+    return (move - cost > trader.entry_margin, move < -trader.exit_margin,
+            -move - cost > trader.entry_margin, move > trader.exit_margin)
+
+
+class BookColumns:
+    """Positions of the book's mid and spread among the model features (generic facts every strategy sees)."""
+
+    def __init__(self, feature_names: list[str]):
+        self.mid = feature_names.index("ob_yes_mid_prob")
+        self.spread = feature_names.index("ob_yes_spread_prob")
+        self.n_features = len(feature_names)
+
+
+def trader_actions(trader: ForecastTrader, forecast: torch.Tensor, obs: torch.Tensor, live: torch.Tensor,
+                   columns: BookColumns) -> torch.Tensor:
+    """[B, S] actions for observations [B, S, F + P] and their forecasts [B, S, H]. Holdings come from the
+    position columns, so the trader can label stored observations as well as drive an environment."""
+    enter_yes, leave_yes, enter_no, leave_no = trader_signals(
+        trader, forecast, obs[..., columns.mid], obs[..., columns.spread])
+    yes, no = obs[..., columns.n_features], obs[..., columns.n_features + 1]  # contracts / position limit
+    actions = torch.full(live.shape, HOLD, dtype=torch.long, device=obs.device)
+    actions = torch.where(enter_yes & (no == 0) & (yes < 1.0), BUY_YES, actions)
+    actions = torch.where(enter_no & (yes == 0) & (no < 1.0), BUY_NO, actions)
+    actions = torch.where(leave_yes & (yes > 0), SELL_YES, actions)
+    actions = torch.where(leave_no & (no > 0), SELL_NO, actions)
+    return torch.where(live, actions, torch.zeros_like(actions))
+
+
+def trader_actor(trader: ForecastTrader, forecaster: Forecaster, feature_names: list[str]):
+    """The trader as a strategy (the evaluation's signature)."""
+    columns = BookColumns(feature_names)
+
+    def act(obs, live, env):
+        with torch.no_grad():
+            forecast = forecaster(obs[..., :columns.n_features])
+        return trader_actions(trader, forecast, obs, live, columns)
+    return act
+
+
+def market_forecasts(forecaster: Forecaster, market: MarketSeries, chunk: int = 1 << 16) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([forecaster(torch.from_numpy(market.features[i:i + chunk]))
+                          for i in range(0, len(market.features), chunk)]).numpy()
+
+
+def tune_trader(forecaster: Forecaster, data: MarketData, markets: list[MarketSeries],
+                rules: TradingRules = TradingRules()) -> tuple[ForecastTrader, dict]:
+    """The horizon and margins that make the most on `markets` (training markets only)."""
+    columns = BookColumns(data.feature_names)
+    prepared = [(m, market_forecasts(forecaster, m), m.features[:, columns.mid].astype(np.float64),
+                 m.features[:, columns.spread].astype(np.float64)) for m in markets]
+    scores = {}
+    for horizon, entry, leave in itertools.product(range(len(HORIZONS)), ENTRY_MARGINS, EXIT_MARGINS):
+        trader = ForecastTrader(horizon, entry, leave)
+        scores[trader] = sum(backtest_signals(m, np.stack(trader_signals(trader, f, mid, spread), axis=1), rules)
+                             for m, f, mid, spread in prepared)
+    best = max(scores, key=lambda t: (scores[t], -t.entry_margin, t.horizon))
+    return best, {"markets": len(markets), "candidates": len(scores), "best_cents": scores[best],
+                  "best_dollars_per_market": scores[best] / 100 / max(len(markets), 1)}

@@ -1,0 +1,117 @@
+"""Validate the candidate, publish it through the gate, and score published versions (`kfs evaluate`).
+
+The candidate is scored on validation markets (the gate's evidence); a published version can be scored on
+validation or test markets with its int8 artifact itself, loaded through the verified loader. Baselines
+tuned on training markets (the best single-feature rule, the imbalance threshold) are saved with the
+candidate and the manifest, so a later evaluation compares with the same rules.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from core.catalog import Lake, write_bytes_atomic
+from training.env import BatchedMarketEnv
+from training.episodes import market_windows
+from training.market_data import MarketData, load_market_data
+from training.pipeline import load_candidate
+from training.publish import LATENCY_BUDGET_P99_US, PRODUCTION, publish, read_registry
+from training.report import report_markdown, save_learning_curves, save_validation_plots
+from training.serving import PolicyLoadError, PolicyServer
+from training.validation import (
+    Baselines,
+    artifact_actor,
+    candidate_actor,
+    score,
+    tune_baselines,
+)
+
+
+def _plots(result: dict, folder: Path) -> list[Path]:
+    per_market = {name: pl.DataFrame(rows) for name, rows in result["per_market"].items()}
+    return save_validation_plots(per_market, folder, result["split"])
+
+
+def run_validation(lake: Lake, split: str = "validation", data: MarketData | None = None) -> dict:
+    """Score the candidate against every baseline; write `<split>.json` and a markdown report with inline plots."""
+    data = data or load_market_data(lake)
+    policy, trader = load_candidate(lake, data)
+    tuned = tune_baselines(data)
+    result = score(data, split, candidate_actor(policy), tuned, (trader, policy.forecaster))
+    folder = lake.candidate()
+    training = lake.read_json(folder / "training.json")
+    plots = _plots(result, folder)
+    curves = pl.read_csv(folder / "learning_curves.csv").to_dicts() if (folder / "learning_curves.csv").exists() else []
+    if curves:
+        plots.insert(0, save_learning_curves(curves, folder / "learning_curves.png"))
+    markdown = report_markdown(result, plots, training.get("stages"))
+    write_bytes_atomic(folder / f"{split}.md", markdown.encode())
+    result.update({"baselines": tuned.as_dict(), "report": str(folder / f"{split}.md"), "plots": [str(p) for p in plots]})
+    lake.write_json(folder / f"{split}.json", result)
+    return result
+
+
+def validation_observations(data: MarketData, split: str = "validation", max_steps: int = 400
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Observations the policy meets on `split` markets, for the int8-versus-float agreement check."""
+    windows = [w for m in sorted(data.of_split(split), key=lambda m: m.ticker) for w in market_windows(m)][:32]
+    queue = iter(windows)
+    env = BatchedMarketEnv(data, lambda _: next(queue), len(windows), auto_reset=False)
+    observations, lives = [], []
+    for _ in range(max_steps):
+        obs, live = env.observe()
+        observations.append(obs)
+        lives.append(live)
+        env.step(torch.zeros_like(live, dtype=torch.long))
+    return torch.cat(observations), torch.cat(lives)
+
+
+def run_publish(lake: Lake, data: MarketData | None = None) -> dict:
+    data = data or load_market_data(lake)
+    policy, _ = load_candidate(lake, data)
+    folder = lake.candidate()
+    training = lake.read_json(folder / "training.json")
+    validation = lake.read_json(folder / "validation.json")
+    return publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, training, validation,
+                   validation_observations(data))
+
+
+def resolve_version(lake: Lake, version: str | None) -> str:
+    """`version`, else the production alias's, else the latest published one."""
+    registry = read_registry(lake)
+    known = [entry["version"] for entry in registry["versions"]]
+    if version is not None:
+        if version not in known:
+            raise ValueError(f"no published version {version!r}; known: {', '.join(known[-5:]) or 'none'}")
+        return version
+    if registry["aliases"].get(PRODUCTION):
+        return registry["aliases"][PRODUCTION]
+    if not known:
+        raise ValueError("no published version yet: run `kfs train` (or `make demo`) first")
+    return known[-1]
+
+
+def run_evaluate(lake: Lake, split: str, version: str | None = None, json_path: Path | None = None,
+                 data: MarketData | None = None) -> dict:
+    """Score a published version's int8 artifact on `split` against every baseline (`kfs evaluate`)."""
+    version = resolve_version(lake, version)
+    server = PolicyServer(lake, alias=PRODUCTION, latency_budget_p99_us=LATENCY_BUDGET_P99_US)
+    try:
+        model, manifest = server.load_version(version)
+    except PolicyLoadError as error:
+        raise ValueError(str(error)) from None
+    data = data or load_market_data(lake)
+    saved = manifest.get("baselines")
+    tuned = Baselines.from_dict(saved) if saved else tune_baselines(data)
+    result = score(data, split, artifact_actor(model), tuned)
+    output = {"split": split, "version": version, "best_rule": result["best_rule"], "table": result["table"],
+              "comparison": result["comparison"], "recovery": result["recovery"]}
+    if json_path is not None:
+        json_path = Path(json_path)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(json_path, (json.dumps(output, indent=2) + "\n").encode())
+    return output

@@ -1,0 +1,138 @@
+"""Scoring a candidate or a published version against every baseline, on validation or test markets.
+
+Strategies, all in the same simulator on the same markets (training/evaluate.py plays and scores them):
+- `policy`: the candidate's greedy policy, or a published version's int8 TorchScript artifact itself;
+- `best_rule`: the best single-feature threshold rule, tuned on a stratified sample of training markets;
+- `known_answer` and one known-answer rule per planted effect (evaluation only: training/known_answers.py);
+- `forecast_trader`: the rule the policy was warm-started from (so the report shows what RL added or lost);
+- `imbalance_rule` (threshold tuned on training markets), `random` (fillable orders at the policy's rate),
+  `always_hold`, `buy_and_hold_yes`.
+`comparison` holds policy minus each other strategy, paired by market with BCa intervals; `recovery` the
+share of the known-answer rule's P&L the policy captures. Validation markets serve the gate; the test split
+is scored only here, for a published version or by the quality test, and never chooses anything.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+from source.simulator_kernel import EFFECTS
+from training import baselines, evaluate
+from training.baselines import ThresholdRule
+from training.env import TradingRules
+from training.forecast_trader import ForecastTrader, trader_actor
+from training.known_answers import known_answer_actor
+from training.market_data import MarketData
+from training.policy import GreedyPolicy, MarketPolicy
+
+SPLITS = ("validation", "test")
+TUNING_MARKETS = 100
+IMBALANCE_THRESHOLDS = (0.3, 0.5, 0.7, 0.85, 0.95)
+
+
+@dataclass
+class Baselines:
+    """What is tuned on training markets before scoring: the best single-feature rule and the imbalance
+    rule's threshold."""
+
+    best_rule: ThresholdRule
+    best_rule_tuning: dict
+    imbalance_threshold: float
+
+    def as_dict(self) -> dict:
+        return {"best_rule": self.best_rule.as_dict(), "best_rule_tuning": self.best_rule_tuning,
+                "imbalance_threshold": self.imbalance_threshold}
+
+    @staticmethod
+    def from_dict(saved: dict) -> "Baselines":
+        rule = {k: v for k, v in saved["best_rule"].items() if k != "rule"}
+        return Baselines(ThresholdRule(**rule), saved.get("best_rule_tuning", {}), saved["imbalance_threshold"])
+
+
+def tune_baselines(data: MarketData, rules: TradingRules = TradingRules(), markets: int = TUNING_MARKETS,
+                   seed: int = 0) -> Baselines:
+    """Tune the best single-feature rule and the imbalance threshold on a stratified training sample."""
+    started = time.perf_counter()
+    sample = baselines.tuning_sample(data, markets, seed)
+    best, tuning = baselines.tune_best_rule(data, sample, rules)
+    index = data.feature_names.index("ob_yes_depth_imbalance")
+    certainty = data.feature_names.index("ob_distance_from_certainty")
+    scores = {}
+    for threshold in IMBALANCE_THRESHOLDS:
+        scores[threshold] = sum(baselines.backtest_signals(m, _imbalance_signals(m.features, index, certainty, threshold),
+                                                           rules) for m in sample)
+    tuning["best_per_feature_cents"] = dict(list(tuning["best_per_feature_cents"].items())[:10])
+    tuning["seconds"] = time.perf_counter() - started
+    return Baselines(best, tuning, max(scores, key=lambda t: (scores[t], t)))
+
+
+def _imbalance_signals(features: np.ndarray, index: int, certainty: int, threshold: float) -> np.ndarray:
+    """The imbalance rule's signals: in when the lean passes the threshold away from 1/99, never out (it holds)."""
+    lean = features[:, index].astype(np.float32)
+    tradable = features[:, certainty] > np.float32(0.05)
+    never = np.zeros(len(lean), dtype=bool)
+    return np.stack([tradable & (lean > np.float32(threshold)), never, tradable & (lean < -np.float32(threshold)), never],
+                    axis=1)
+
+
+def strategies(data: MarketData, policy_actor, tuned: Baselines, trader: tuple[ForecastTrader, torch.nn.Module] | None,
+               trade_rate: float, seed: int = 0) -> dict:
+    """Every strategy of the table, by name (the policy first)."""
+    names = data.feature_names
+    chosen = {"policy": policy_actor, "best_rule": baselines.threshold_actor(names, tuned.best_rule),
+              "known_answer": known_answer_actor(names)}
+    chosen.update({f"known_answer_{effect}": known_answer_actor(names, (effect,)) for effect in EFFECTS})
+    if trader is not None:
+        chosen["forecast_trader"] = trader_actor(trader[0], trader[1], names)
+    chosen.update({
+        "imbalance_rule": baselines.imbalance_rule(names, tuned.imbalance_threshold),
+        "random": baselines.random_fillable(trade_rate, seed),
+        "always_hold": baselines.always_hold,
+        "buy_and_hold_yes": baselines.buy_and_hold_yes,
+    })
+    return chosen
+
+
+def score(data: MarketData, split: str, policy_actor, tuned: Baselines,
+          trader: tuple[ForecastTrader, torch.nn.Module] | None = None, rules: TradingRules = TradingRules(),
+          seed: int = 0) -> dict:
+    """The table, the paired comparisons and the recovery of the known-answer edge on `split`."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose {' or '.join(SPLITS)}")
+    if not data.of_split(split):
+        raise ValueError(f"no {split} markets with events in the feature store")
+    policy_windows = evaluate.play(data, split, policy_actor, rules)
+    trade_rate = max(float(policy_windows["orders"].sum()) / max(int(policy_windows["steps"].sum()), 1), 1e-3)
+    per_market = {"policy": evaluate.market_metrics(policy_windows)}
+    for name, act in strategies(data, policy_actor, tuned, trader, trade_rate, seed).items():
+        if name != "policy":
+            per_market[name] = evaluate.market_metrics(evaluate.play(data, split, act, rules))
+    table = [evaluate.summarize(name, frame, seed) for name, frame in per_market.items()]
+    comparison = {name: evaluate.paired_difference(per_market["policy"], frame, seed)
+                  for name, frame in per_market.items() if name != "policy"}
+    recovery = evaluate.capture_ratio(per_market["policy"], per_market["known_answer"], seed)
+    return {"split": split, "best_rule": tuned.best_rule.as_dict(), "table": table, "comparison": comparison,
+            "recovery": recovery, "per_market": {name: frame.to_dicts() for name, frame in per_market.items()}}
+
+
+def candidate_actor(policy: MarketPolicy):
+    return evaluate.actor_of(GreedyPolicy(policy).eval())
+
+
+def artifact_actor(module: torch.jit.ScriptModule):
+    """A published artifact (int8 TorchScript: (obs, live) -> actions) as a strategy."""
+    return evaluate.actor_of(module)
+
+
+def beats(comparison: dict) -> list[str]:
+    """Strategies the policy beats (paired CI above zero): what a message may claim, and nothing more."""
+    return [name for name, diff in comparison.items() if diff["ci_low"] > 0]
+
+
+def per_market_frame(result: dict, strategy: str) -> pl.DataFrame:
+    return pl.DataFrame(result["per_market"][strategy])
