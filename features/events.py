@@ -241,6 +241,11 @@ class FeatureBuilder:
         self.markets_frame, self.history = markets_frame, history
         self.resolution = ResolutionIndex.build(history, self.markets)
 
+    def set_history(self, history: pl.DataFrame) -> None:
+        """A resolution history recomputed with more trades (a live feed reaching a settlement)."""
+        self.history = history
+        self.resolution = ResolutionIndex.build(history, self.markets)
+
     def batch(self, snapshots: pl.DataFrame, deltas: pl.DataFrame, trades: pl.DataFrame) -> pl.DataFrame:
         known = len(self.markets.tickers)
         batch = book_and_trade_records(snapshots, deltas, trades, self.markets, self._last_times())

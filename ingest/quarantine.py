@@ -83,6 +83,44 @@ def check_deltas(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     ])
 
 
+def delta_reason(market_ticker, session_id, timestamp_ms, sequence_number, side, action, price, old_size,
+                 new_size) -> str | None:
+    """`check_deltas`'s verdict on one row, without a DataFrame (the live path's lane for single events; a
+    test holds the two to the same answer on random malformed rows). Duplicates need the neighbouring
+    rows: the caller sends arrivals with a repeated key through `check_deltas`."""
+    if market_ticker is None or market_ticker.strip() == "":
+        return "null_ticker"
+    if session_id is None or timestamp_ms is None or sequence_number is None or new_size is None:
+        return "null_field"
+    if side not in ("yes", "no"):
+        return "unknown_side"
+    if action not in ("add", "remove", "update"):
+        return "unknown_action"
+    if price is None or not 1 <= price <= 99:
+        return "price_out_of_range"
+    if new_size < 0 or (old_size or 0) < 0:
+        return "negative_size"
+    return None
+
+
+def trade_reason(market_ticker, ts, yes_price, no_price, count, taker_side) -> str | None:
+    """`check_trades`'s verdict on one row without a DataFrame, except for repeated trade ids (the caller
+    keeps the ids it has seen)."""
+    if market_ticker is None or market_ticker.strip() == "":
+        return "null_ticker"
+    if ts is None or yes_price is None or no_price is None or count is None:
+        return "null_field"
+    if taker_side not in ("yes", "no"):
+        return "unknown_taker_side"
+    if not 1 <= yes_price <= 99 or not 1 <= no_price <= 99:
+        return "price_out_of_range"
+    if yes_price + no_price != 100:
+        return "price_sum_not_100"
+    if count <= 0:
+        return "non_positive_count"
+    return None
+
+
 def check_trades(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Trades arrive sorted by (market, ts, id); a repeated non-null trade_id is a copy wherever it is."""
     first_of_id = pl.int_range(pl.len()).over("trade_id") == 0

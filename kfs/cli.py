@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--follow", action="store_true", help="follow the source PostgreSQL tables as the recorder writes them")
     live.add_argument("--realtime", action="store_true", help="replay at the recorded pace (default: as fast as possible)")
     live.add_argument("--out", metavar="DIR", help="write DIR/features.parquet and DIR/decisions.parquet")
-    live.add_argument("--batch-events", type=int, default=1024,
+    live.add_argument("--batch-events", type=int, default=4096,
                       help="most events taken in one arrival (replay as fast as possible: the backlog drained at once)")
     live.add_argument("--poll", type=float, default=0.2, help="seconds between polls of the source tables (--follow)")
     live.add_argument("--until-idle", action="store_true", help="with --follow: stop at the first poll with nothing new")

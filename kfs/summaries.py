@@ -89,6 +89,14 @@ def print_policy_summary(target: Console, lake: Lake | None = None) -> None:
     header, rows = stage_rows(training.get("stages", {}))
     if rows:
         target.print(_rich_table("what each training stage adds (validation, paired)", header, rows))
+    tiers = training.get("stages", {}).get("complexity_tiers")
+    if tiers:
+        rows = [[name, str(tiers[name]["hidden"]), f"{tiers[name]['validation_mean_dollars']:+.2f}",
+                 f"{tiers[name]['validation_sharpe']:.3f}", f"{tiers[name]['batched_latency_us']['p99_us']:.0f}"]
+                for name in ("base", "large")]
+        target.print(_rich_table(f"complexity tiers (kept: {tiers['kept']}; {tiers['rule']})",
+                                 ("stage", "hidden", "validation $/market", "cross-market Sharpe", "p99 us, 100 markets"),
+                                 rows))
     registry = read_registry(lake)
     latest = registry["versions"][-1]
     production = registry["aliases"].get(PRODUCTION)

@@ -46,7 +46,8 @@ def invalid_reason(book_valid: bool, sequence_gap: bool, delta_before_snapshot: 
 
 @dataclass
 class PaperPositions:
-    """YES and NO contracts, their cost (cents) and the event count at opening, per market."""
+    """YES and NO contracts, their cost (cents) and the event count at opening, per market. A position's age
+    counts the market's own book events (training counts the episode's events, which mix 1-5 markets)."""
 
     rules: TradingRules = field(default_factory=TradingRules)
     yes: dict[str, int] = field(default_factory=dict)
@@ -54,9 +55,6 @@ class PaperPositions:
     cost: dict[str, int] = field(default_factory=dict)
     opened: dict[str, int] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)
-
-    def count_event(self, ticker: str) -> None:
-        self.events[ticker] = self.events.get(ticker, 0) + 1
 
     def features(self, tickers: list[str], bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
         """float32 [n, POSITION_FEATURES] as training/env.py:observe builds them (this market is the slot that
@@ -66,13 +64,15 @@ class PaperPositions:
         no = np.array([self.no.get(t, 0) for t in tickers], np.int64)
         held = yes + no
         age = np.array([self.events.get(t, 0) - self.opened.get(t, 0) for t in tickers], np.float64)
+        out = np.zeros((len(tickers), POSITION_FEATURES), np.float32)
+        out[:, 2] = 1.0
+        if not held.any():   # flat everywhere (the usual case): nothing to value
+            return out
         value = (liquidation_value(torch.from_numpy(yes), torch.from_numpy(bid.astype(np.int64)))
                  + liquidation_value(torch.from_numpy(no), torch.from_numpy(np.where(ask < 100, 100 - ask, 0).astype(np.int64)))).numpy()
         cost = np.array([self.cost.get(t, 0) for t in tickers], np.int64)
-        out = np.zeros((len(tickers), POSITION_FEATURES), np.float32)
         out[:, 0] = yes / limit
         out[:, 1] = no / limit
-        out[:, 2] = 1.0
         out[:, 3] = np.where(held > 0, np.log1p(np.maximum(age, 0)) / _AGE_SCALE, 0.0)
         out[:, 4] = np.where(held > 0, (value - cost) / (100.0 * np.maximum(held, 1)), 0.0)
         return out

@@ -71,10 +71,17 @@ def replay(tables: dict[str, pa.Table], batch_events: int = 1024, realtime: bool
                 time.sleep(min((arrival[i] - due) / 1000.0, 1.0))
                 continue
             end = min(end, int(np.searchsorted(arrival, due, side="right")))
-        rows = {name: tables[name].take(np.sort(row_of[i:end][stream_of[i:end] == k])) for k, name in enumerate(STREAMS)}
+        rows = {name: _rows(tables[name], np.sort(row_of[i:end][stream_of[i:end] == k])) for k, name in enumerate(STREAMS)}
         yield Arrival(rows, first_markets)
         first_markets = None
         i = end
+
+
+def _rows(table: pa.Table, index: np.ndarray) -> pa.Table:
+    """Rows of a table by sorted index; a contiguous run is a zero-copy slice (the usual case)."""
+    if not len(index) or index[-1] - index[0] + 1 == len(index):
+        return table.slice(int(index[0]) if len(index) else 0, len(index))
+    return table.take(index)
 
 
 def read_recording_tables(paths: list[Path], timezone_name: str = "UTC") -> dict[str, pa.Table]:

@@ -38,6 +38,7 @@ from training.market_data import MarketData, load_market_data
 from training.policy import GreedyPolicy, MarketPolicy, build_policy
 from training.ppo import Budget, PPOConfig, PPOResult, run_ppo
 from training.report import save_learning_curves
+from training.tiers import choose_tier, measure_tier
 from training.warm_start import DistillConfig, distill_trader
 
 NIGHTLY_TRAIN_SECONDS = 360.0
@@ -50,6 +51,7 @@ class BudgetShares:
 
     forecaster: float = 0.35
     distill: float = 0.15
+    large_tier: float = 0.10   # the larger tier's warm start (training/tiers.py)
 
 
 @dataclass
@@ -58,6 +60,7 @@ class TrainingConfig:
     total_steps: int = 5_000_000        # PPO environment steps at most (one event of one episode each)
     time_budget_s: float | None = None  # the whole run stops when this much time passed
     hidden: int = 64
+    large_hidden: int | None = 128      # the larger complexity tier (None: train the base size only)
     tuning_markets: int = 100           # stratified sample of training markets for tuning the trader
     select_on_validation: bool = True   # keep PPO's policy only if it does no worse than the warm start
     threads: int = 2
@@ -129,7 +132,10 @@ def train_policy(data: MarketData, config: TrainingConfig,
     share = {"value": 0.0}
     env = BatchedMarketEnv(data, lambda _: build_episode(data, rng, curriculum_stage(share["value"]), split="train"),
                            config.ppo.n_envs, rules=config.rules, device=device)
-    remaining = None if config.time_budget_s is None else max(config.time_budget_s - (time.perf_counter() - started), 1.0)
+    large_tier = config.large_hidden is not None and config.select_on_validation and bool(data.of_split("validation"))
+    reserved = (_stage_seconds(config, config.shares.large_tier) or 0.0) if large_tier else 0.0
+    remaining = None if config.time_budget_s is None else max(
+        config.time_budget_s - (time.perf_counter() - started) - reserved, 1.0)
     # Validation scoring and selection run after PPO; keep a tenth of what is left for them.
     budget = Budget(config.total_steps, None if remaining is None else remaining * 0.85)
     result = run_ppo(policy, env, config.ppo, budget, on_share=lambda s: share.update(value=s), progress=progress)
@@ -139,9 +145,26 @@ def train_policy(data: MarketData, config: TrainingConfig,
     policy.cpu()
     if config.select_on_validation and data.of_split("validation"):
         stages["selection"] = keep_ppo_if_no_worse(policy, warm_state, trader, forecaster, data, config)
+    if large_tier:
+        policy, stages["large_warm_start"], stages["complexity_tiers"] = train_large_tier(
+            policy, forecaster, trader, data, config, device)
     stages["seconds"] = time.perf_counter() - started
     return TrainResult(policy=policy.eval(), config=config, stages=stages, ppo=result, trader=trader,
                        forecaster=forecaster)
+
+
+def train_large_tier(base: MarketPolicy, forecaster: Forecaster, trader: ForecastTrader, data: MarketData,
+                     config: TrainingConfig, device: torch.device) -> tuple[MarketPolicy, dict, dict]:
+    """The larger tier, warm-started from the same trader around the same forecaster; returns the policy to
+    keep (see training/tiers.py), the larger tier's warm-start report and the comparison."""
+    large = build_policy(data.feature_names, data.mean, data.std, config.large_hidden, forecaster=forecaster)
+    large.forecaster.requires_grad_(False)
+    large.to(device)
+    report = distill_trader(large, data, trader, config.distill, config.seed + 1, config.rules,
+                            _stage_seconds(config, config.shares.large_tier), device)
+    comparison = choose_tier(measure_tier(base, config.hidden, data, config.rules),
+                             measure_tier(large.cpu(), config.large_hidden, data, config.rules))
+    return (large if comparison["kept"] == "large" else base), report, comparison
 
 
 def stage_strategies(policy: MarketPolicy, warm_state: dict, trader: ForecastTrader, forecaster: Forecaster,
@@ -198,8 +221,9 @@ def load_candidate(lake: Lake, data: MarketData) -> tuple[MarketPolicy, Forecast
     """The candidate policy and the forecast trader it was warm-started from."""
     training = lake.read_json(lake.candidate() / "training.json")
     config = training["config"]
-    policy = build_policy(data.feature_names, data.mean, data.std, config["hidden"],
-                          forecast_hidden=config["forecast"]["hidden"])
+    tiers = training["stages"].get("complexity_tiers") or {}
+    hidden = config["large_hidden"] if tiers.get("kept") == "large" else config["hidden"]
+    policy = build_policy(data.feature_names, data.mean, data.std, hidden, forecast_hidden=config["forecast"]["hidden"])
     policy.load_state_dict(torch.load(lake.candidate() / "policy_state.pt"))
     trader = training["trader"]
     return policy.eval(), ForecastTrader(trader["horizon"], trader["entry_margin"], trader["exit_margin"])

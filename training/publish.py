@@ -67,12 +67,12 @@ def script_int8(policy: MarketPolicy) -> torch.jit.ScriptModule:
     return torch.jit.script(quantized)
 
 
-def latency_us(module: torch.jit.ScriptModule, n_features: int, calls: int = 2000) -> dict[str, float]:
-    """p50/p99 of one call, batch 1, one thread, after warm-up."""
+def latency_us(module: torch.jit.ScriptModule, n_features: int, calls: int = 2000, batch: int = 1) -> dict[str, float]:
+    """p50/p99 of one call over `batch` observations (default 1), one thread, after warm-up."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        obs, live = example_inputs(n_features)
+        obs, live = example_inputs(n_features, batch)
         obs.normal_()
         with torch.no_grad():
             for _ in range(100):
@@ -199,6 +199,7 @@ def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, st
         "baseline_comparison": validation["comparison"], "recovery": validation.get("recovery"),
         "best_rule": validation.get("best_rule"), "baselines": validation.get("baselines"),
         "latency_us": latency, "int8_fp32_action_agreement": agreement,
+        "complexity_tiers": training.get("stages", {}).get("complexity_tiers"),
         "promotion": {"promoted": decision.promote, "reasons": decision.reasons, "comparisons": decision.comparisons,
                       "non_inferiority_margin_dollars": NON_INFERIORITY_MARGIN},
     }

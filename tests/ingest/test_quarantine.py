@@ -157,3 +157,34 @@ def test_random_malformed_rows_are_all_accounted_for(pg_dsn, fresh_tables, tmp_p
         quarantined = pl.read_parquet(lake.quarantine_partition(stream, DAY))
         assert written.height + quarantined.height == report.rows_source
         assert quarantined["reason"].null_count() == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_one_row_delta_check_agrees_with_the_frame_check(seed):
+    """The live path checks single deltas with `delta_reason`: on random malformed rows (keys unique, as the
+    live path sends only such arrivals that way) it gives check_deltas's reason for every row."""
+    from ingest.quarantine import check_deltas, delta_reason
+
+    rows = _random_rows(random.Random(seed), day_bounds_ms(DAY)[0], 300)["deltas"]
+    frame = pl.DataFrame([(k, *row) for k, row in enumerate(rows)], schema=["id", *DELTA_COLUMNS], orient="row")
+    frame = frame.with_columns(pl.col("sequence_number").fill_null(0) * 0 + pl.col("id"))  # unique keys
+    clean, bad = check_deltas(frame)
+    expected = dict(zip(bad["id"].to_list(), bad["reason"].to_list())) | dict.fromkeys(clean["id"].to_list())
+    fields = ["market_ticker", "session_id", "timestamp_ms", "sequence_number", "side", "action", "price", "old_size",
+              "new_size"]
+    got = {row["id"]: delta_reason(*(row[f] for f in fields)) for row in frame.iter_rows(named=True)}
+    assert got == expected and len(bad) > 50
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_one_row_trade_check_agrees_with_the_frame_check(seed):
+    from ingest.quarantine import trade_reason
+
+    rows = _random_rows(random.Random(seed), day_bounds_ms(DAY)[0], 300)["trades"]
+    frame = pl.DataFrame([(k, *row) for k, row in enumerate(rows)], schema=["id", *TRADE_COLUMNS], orient="row")
+    frame = frame.with_columns(pl.lit(None, pl.String).alias("trade_id"))  # repeated ids are the caller's to judge
+    clean, bad = check_trades(frame)
+    expected = dict(zip(bad["id"].to_list(), bad["reason"].to_list())) | dict.fromkeys(clean["id"].to_list())
+    fields = ["market_ticker", "ts", "yes_price", "no_price", "count", "taker_side"]
+    got = {row["id"]: trade_reason(*(row[f] for f in fields)) for row in frame.iter_rows(named=True)}
+    assert got == expected and len(bad) > 50
