@@ -21,6 +21,7 @@ class Result:
     baseline_value: float | None = None
     ratio: float | None = None
     target: str | None = None
+    device: str = "cpu"       # where it was measured ("cuda: <name>" on a GPU)
 
 
 def write_results(file_name: str, results: list[Result]) -> Path:

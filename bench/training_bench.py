@@ -52,12 +52,21 @@ def sb3_steps_per_second(data, steps: int = 4096) -> float:
     return steps / (time.perf_counter() - started)
 
 
-def ppo_steps_per_second(data, steps: int = 128 * 64 * 8) -> float:
+def ppo_steps_per_second(data, steps: int = 128 * 64 * 8, n_envs: int = 128, device: str = "cpu") -> float:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    env = BatchedMarketEnv(data, lambda _: build_episode(data, rng, curriculum_stage(0.99)), 128)
-    policy = build_policy(data.feature_names, data.mean, data.std)
-    return run_ppo(policy, env, PPOConfig(), Budget(steps)).steps_per_second
+    env = BatchedMarketEnv(data, lambda _: build_episode(data, rng, curriculum_stage(0.99)), n_envs, device=device)
+    policy = build_policy(data.feature_names, data.mean, data.std).to(device)
+    return run_ppo(policy, env, PPOConfig(n_envs=n_envs), Budget(steps)).steps_per_second
+
+
+def cuda_results(data) -> list[Result]:
+    """PPO at 4,096 environments on the GPU, when there is one (the figures name the card)."""
+    if not torch.cuda.is_available():
+        return []
+    name = f"cuda: {torch.cuda.get_device_name(0)}"
+    steps = ppo_steps_per_second(data, steps=4096 * 128 * 4, n_envs=4096, device="cuda")
+    return [Result("ppo_env_steps_per_s_cuda_4096_envs", steps, "steps/s", target="GPU", device=name)]
 
 
 def main() -> list[Result]:
@@ -79,6 +88,7 @@ def main() -> list[Result]:
                int8["p50_us"] / fp32["p50_us"]),
         Result("int8_inference_p99", int8["p99_us"], "us", "fp32_scripted_p99", fp32["p99_us"],
                int8["p99_us"] / fp32["p99_us"], "<= 1000 us"),
+        *cuda_results(data),
     ]
     write_results("training.json", results)
     print_results(f"training ({UNIVERSE.markets} markets x {UNIVERSE.days} days feature store)", results)

@@ -218,7 +218,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("KFS_TRAIN_DEVICE", "train_device", _choice(TRAIN_DEVICES), "`auto`",
              "where training runs: `auto` (CUDA when available), `cpu` or `cuda`"),
     Variable("KFS_EXECUTOR", "executor", _choice(EXECUTORS), "`in_process`",
-             "how `kfs materialize` runs steps: `in_process`, `multiprocess` or `dask`"),
+             "how `kfs materialize` runs steps; only `in_process` runs today (`multiprocess` and `dask` are "
+             "refused with an error until the scale-out work lands)"),
     Variable("KFS_DASK_SCHEDULER", "dask_scheduler", _text, "unset: a local cluster",
              "`tcp://host:port` of a dask.distributed scheduler for `KFS_EXECUTOR=dask`"),
 )

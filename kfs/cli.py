@@ -188,18 +188,22 @@ def cmd_live(args: argparse.Namespace) -> int:
     from core.catalog import Lake
     from live.runner import LiveReport, run_live
     from live.sources import follow, read_recording_tables, replay
-    from training.serving import PolicyServer
+    from training.serving import PolicyLoadError, PolicyServer
 
     if bool(args.recording) == bool(args.follow):
         raise UsageError("name recordings with --recording FILE... or follow the source tables with --follow")
     if args.batch_events < 1:
         raise UsageError("--batch-events must be at least 1")
+    missing = [p for p in args.recording or [] if not Path(p).is_file()]
+    if missing:
+        raise UsageError(f"no such file: {', '.join(missing)}")
     server = PolicyServer(Lake(), **({"latency_budget_p99_us": float("inf")} if args.no_latency_check else {}))
+    try:
+        server.refresh()
+    except PolicyLoadError as error:
+        raise UsageError(f"no model to serve: {error}; `kfs train` (or `make demo`) publishes one") from None
     if args.recording:
         paths = [Path(p) for p in args.recording]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise UsageError(f"no such file: {', '.join(missing)}")
         arrivals = replay(read_recording_tables(paths, args.naive_timezone), args.batch_events, args.realtime)
         source = f"{len(paths)} recording(s){' at recorded speed' if args.realtime else ''}"
     else:

@@ -186,22 +186,29 @@ class LiveFeatures:
     settlements updated as they change, engine state carried.
 
     A settlement's Brier term needs the market's last trade before it, which a live feed has only once the
-    stream reaches the settlement: the resolution history is recomputed, with the trades seen so far, at
-    the first arrival that reaches a settlement time (the engine counts a settlement only after it)."""
+    stream reaches the settlement: a market's history row is recomputed, from its own trades seen so far, at
+    the first arrival that reaches its settlement time (the engine counts a settlement only after it)."""
 
     def __init__(self):
         self.builder: FeatureBuilder | None = None
-        self._trade_rows: list[tuple] = []      # (market_ticker, ts, id, yes_price) of every clean trade
-        self.trade_ids: set[str] = set()         # a repeated trade id is a copy, however far apart (as ingest)
+        self._trades: dict[str, list[tuple]] = {}   # per market: (ts, id, yes_price) of every clean trade
+        self.trade_ids: set[str] = set()             # a repeated trade id is a copy, however far apart (as ingest)
         self.markets = pl.DataFrame(schema={c.name: pl.from_arrow(pa.array([], c.source_type)).dtype
                                             for c in MARKETS.columns})
-        self.pending_settlements = np.zeros(0, np.int64)   # settlement times not yet reached by the stream
+        self.history = resolution_history(self.markets, _trade_frame({}).lazy())
+        self.pending_ms = np.zeros(0, np.int64)      # settlement times not yet reached by the stream ...
+        self.pending_tickers = np.zeros(0, object)   # ... and their markets
         self.quarantined = 0
 
-    def _history(self) -> pl.DataFrame:
-        trades = pl.DataFrame(self._trade_rows, schema={"market_ticker": pl.String, "ts": pl.Int64, "id": pl.Int64,
-                                                        "yes_price": pl.Int64}, orient="row")
-        return resolution_history(self.markets, trades.lazy())
+    def _add_trades(self, rows) -> None:
+        for ticker, ts, trade_id, price in rows:
+            self._trades.setdefault(ticker, []).append((ts, trade_id, price))
+
+    def _history_of(self, tickers) -> pl.DataFrame:
+        """History rows of these markets from their trades seen so far."""
+        wanted = set(tickers)
+        return resolution_history(self.markets.filter(pl.col("ticker").is_in(wanted)),
+                                  _trade_frame({t: self._trades.get(t, []) for t in wanted}).lazy())
 
     def _new_trade_id(self, trade_id: str | None) -> bool:
         if trade_id is None:
@@ -223,25 +230,33 @@ class LiveFeatures:
         if clean["trades"].height:
             fresh = [self._new_trade_id(t) for t in clean["trades"]["trade_id"].to_list()]
             clean["trades"] = clean["trades"].filter(pl.Series(fresh, dtype=pl.Boolean))
-            self._trade_rows.extend(clean["trades"].select("market_ticker", "ts", "id", "yes_price").iter_rows())
+            self._add_trades(clean["trades"].select("market_ticker", "ts", "id", "yes_price").iter_rows())
         if arrival.markets is not None or self.builder is None:
             if arrival.markets is not None:
                 conformed = _conform_markets(arrival.markets)
                 self.markets, bad = check_markets(conformed.sort("ticker", nulls_last=False))
                 self.quarantined += bad.height
-            settled = self.markets.filter(pl.col("result").is_in(["yes", "no"]))["settled_ts"].drop_nulls()
-            self.pending_settlements = np.sort(settled.dt.epoch("ms").to_numpy().astype(np.int64))
+            settled = self.markets.filter(pl.col("result").is_in(["yes", "no"]) & pl.col("settled_ts").is_not_null())
+            order = np.argsort(settled["settled_ts"].dt.epoch("ms").to_numpy(), kind="stable")
+            self.pending_ms = settled["settled_ts"].dt.epoch("ms").to_numpy().astype(np.int64)[order]
+            self.pending_tickers = np.asarray(settled["ticker"].to_list(), dtype=object)[order]
+            self.history = self._history_of(settled["ticker"].to_list())
             if self.builder is None:
-                self.builder = FeatureBuilder(self.markets, self._history())
+                self.builder = FeatureBuilder(self.markets, self.history)
             else:
-                self.builder.update_markets(self.markets, self._history())
+                self.builder.update_markets(self.markets, self.history)
         self._reach(_latest_time(arrival))
         return EventRows.from_frame(self.builder.batch(clean["snapshots"], clean["deltas"], clean["trades"]))
 
     def _reach(self, time_ms: int) -> None:
-        if self.pending_settlements.size and self.pending_settlements[0] <= time_ms:
-            self.builder.set_history(self._history())
-            self.pending_settlements = self.pending_settlements[self.pending_settlements > time_ms]
+        reached = int(np.searchsorted(self.pending_ms, time_ms, side="right"))
+        if not reached:
+            return
+        tickers = self.pending_tickers[:reached].tolist()
+        self.history = pl.concat([self.history.filter(~pl.col("market_ticker").is_in(tickers)),
+                                  self._history_of(tickers)]).sort("market_ticker")
+        self.builder.set_history(self.history)
+        self.pending_ms, self.pending_tickers = self.pending_ms[reached:], self.pending_tickers[reached:]
 
     def fast_lane(self, arrival: Arrival) -> EventRows | None:
         """A few deltas, or a few trades, of known markets (what a live feed mostly delivers): the same checks
@@ -302,8 +317,8 @@ class LiveFeatures:
                 if self._new_trade_id(columns["trade_id"][k])]
         if not rows:
             return None
-        self._trade_rows.extend((columns["market_ticker"][k], columns["ts"][k], columns["id"][k],
-                                 columns["yes_price"][k]) for k in rows)
+        self._add_trades((columns["market_ticker"][k], columns["ts"][k], columns["id"][k], columns["yes_price"][k])
+                         for k in rows)
         pick = lambda name: np.array([columns[name][k] for k in rows], np.int64)  # noqa: E731
         ts = pick("ts")
         received = np.array([columns["received_at"][k] if columns["received_at"][k] is not None else columns["ts"][k]
@@ -324,6 +339,14 @@ def _records(kind: int, market, session, sequence, time_ms, side, price, size) -
                    side=side, price=price, size=size, level_offset=np.zeros(n, np.int64),
                    level_count=np.zeros(n, np.int64), level_side=np.zeros(0, np.int8), level_price=empty,
                    level_size=empty)
+
+
+def _trade_frame(trades: dict[str, list[tuple]]) -> pl.DataFrame:
+    return pl.DataFrame({"market_ticker": [t for t, rows in trades.items() for _ in rows],
+                         "ts": [r[0] for rows in trades.values() for r in rows],
+                         "id": [r[1] for rows in trades.values() for r in rows],
+                         "yes_price": [r[2] for rows in trades.values() for r in rows]},
+                        schema={"market_ticker": pl.String, "ts": pl.Int64, "id": pl.Int64, "yes_price": pl.Int64})
 
 
 def _conform_markets(table: pa.Table) -> pl.DataFrame:

@@ -52,36 +52,38 @@ def replay(tables: dict[str, pa.Table], batch_events: int = 1024, realtime: bool
     processed (at most `batch_events`)."""
     if batch_events < 1:
         raise ValueError("--batch-events must be at least 1")
+    # Each stream once in arrival order: an arrival is then the next rows of each stream, a zero-copy slice.
     times = arrival_times(tables)
+    ordered = {}
+    for name in STREAMS:
+        order = np.argsort(times[name], kind="stable")
+        ordered[name] = tables[name].take(order).combine_chunks() if len(order) else tables[name]
+        times[name] = times[name][order]
     stream_of = np.concatenate([np.full(len(times[name]), k, np.int8) for k, name in enumerate(STREAMS)])
-    row_of = np.concatenate([np.arange(len(times[name])) for name in STREAMS])
-    order = np.argsort(np.concatenate([times[name] for name in STREAMS]), kind="stable")
-    arrival = np.concatenate([times[name] for name in STREAMS])[order]
-    stream_of, row_of = stream_of[order], row_of[order]
+    merge = np.argsort(np.concatenate([times[name] for name in STREAMS]), kind="stable")
+    arrival, stream_of = np.concatenate([times[name] for name in STREAMS])[merge], stream_of[merge]
+    taken = dict.fromkeys(STREAMS, 0)
     first_markets = tables["markets"]
     started, start_ms = time.monotonic(), int(arrival[0]) if len(arrival) else 0
     i = 0
-    while i < len(order):
+    while i < len(arrival):
         if stop is not None and stop.is_set():
             return
-        end = min(i + batch_events, len(order))
+        end = min(i + batch_events, len(arrival))
         if realtime:
             due = start_ms + int((time.monotonic() - started) * 1000)
             if arrival[i] > due:
                 time.sleep(min((arrival[i] - due) / 1000.0, 1.0))
                 continue
             end = min(end, int(np.searchsorted(arrival, due, side="right")))
-        rows = {name: _rows(tables[name], np.sort(row_of[i:end][stream_of[i:end] == k])) for k, name in enumerate(STREAMS)}
+        counts = np.bincount(stream_of[i:end], minlength=len(STREAMS))
+        rows = {}
+        for k, name in enumerate(STREAMS):
+            rows[name] = ordered[name].slice(taken[name], int(counts[k]))
+            taken[name] += int(counts[k])
         yield Arrival(rows, first_markets)
         first_markets = None
         i = end
-
-
-def _rows(table: pa.Table, index: np.ndarray) -> pa.Table:
-    """Rows of a table by sorted index; a contiguous run is a zero-copy slice (the usual case)."""
-    if not len(index) or index[-1] - index[0] + 1 == len(index):
-        return table.slice(int(index[0]) if len(index) else 0, len(index))
-    return table.take(index)
 
 
 def read_recording_tables(paths: list[Path], timezone_name: str = "UTC") -> dict[str, pa.Table]:

@@ -404,23 +404,28 @@ def simulate_batches(config: SimulationConfig, first_session_id: int, batch_mark
     return _markets_table(outcomes, config)
 
 
+def _drain(batches, on_batch: Callable) -> pa.Table:
+    """Hand every batch of a `simulate_batches` generator to `on_batch`; return the markets table it ends with."""
+    while True:
+        try:
+            on_batch(next(batches))
+        except StopIteration as finished:
+            return finished.value
+
+
 def simulate(conn: psycopg.Connection, tables: SourceTables, config: SimulationConfig, first_session_id: int,
              progress: Callable[[int], None] | None = None, batch_markets: int = 25) -> SimulationSummary:
     """Simulate the universe and COPY it into the source tables, in batches of markets."""
     summary = SimulationSummary(markets=config.markets, sessions=len(plan_sessions(config, first_session_id)[0]))
-    batches = simulate_batches(config, first_session_id, batch_markets, progress)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration as finished:
-            markets = finished.value
-            break
+    def copy(batch) -> None:
         _copy_table(conn, tables.snapshots, batch.snapshots)
         _copy_table(conn, tables.deltas, batch.deltas)
         _copy_table(conn, tables.trades, batch.trades)
         summary.snapshots += batch.snapshots.num_rows
         summary.deltas += batch.deltas.num_rows
         summary.trades += batch.trades.num_rows
+
+    markets = _drain(simulate_batches(config, first_session_id, batch_markets, progress), copy)
     _copy_table(conn, tables.markets, markets)
     summary.settled = sum(1 for r in markets.column("result").to_pylist() if r is not None)
     conn.commit()
@@ -429,16 +434,9 @@ def simulate(conn: psycopg.Connection, tables: SourceTables, config: SimulationC
 
 def simulate_in_memory(config: SimulationConfig, first_session_id: int = 1) -> dict[str, pa.Table]:
     """The whole universe as source-format tables with row ids, without a database (experiments, calibration)."""
-    batches = simulate_batches(config, first_session_id)
     parts: dict[str, list[pa.Table]] = {"snapshots": [], "deltas": [], "trades": []}
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration as finished:
-            markets = finished.value
-            break
-        for name in parts:
-            parts[name].append(getattr(batch, name))
+    markets = _drain(simulate_batches(config, first_session_id),
+                     lambda batch: [parts[name].append(getattr(batch, name)) for name in parts])
     tables = {name: pa.concat_tables(tables) if tables else pa.table({}) for name, tables in parts.items()}
     for name, table in tables.items():
         tables[name] = table.add_column(0, "id", pa.array(range(1, table.num_rows + 1), pa.int64()))

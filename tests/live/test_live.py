@@ -234,3 +234,10 @@ def test_replay_runs_from_the_command_line_on_a_real_recording(serving_lake, tmp
     missing = subprocess.run([sys.executable, "-m", "kfs.cli", "live", "--recording", str(tmp_path / "nope.csv")],
                              env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no such file" in missing.stderr
+
+
+def test_without_a_published_model_live_says_so_in_one_line(tmp_path):
+    env = {**os.environ, "KFS_LAKE": str(tmp_path / "empty")}
+    result = subprocess.run([sys.executable, "-m", "kfs.cli", "live", "--recording", str(SAGNIK / "Kalshi_SAS_JAN07_WIN.csv")],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no model to serve" in result.stderr

@@ -136,21 +136,10 @@ def _imbalance_predicts_next_move(markets) -> tuple[float, int]:
     """
     xs, ys = [], []
     for m in markets:
-        yes = np.zeros(100, np.int64)
-        no = np.zeros(100, np.int64)
-        snapshots = {int(s[0]): s for s in m["snapshots"]}
-        session = None
         resting = None  # (imbalance, mid) at the last resting state
-        for row in m["deltas"]:
-            if row[0] != session:
-                session = int(row[0])
-                yes[:] = 0
-                no[:] = 0
-                first, count = snapshots[session][3], snapshots[session][4]
-                for side, price, size in m["levels"][first:first + count]:
-                    (yes if side == 0 else no)[price] = size
+        for row, yes, no, new_session in _replayed_books(m):
+            if new_session:
                 resting = None
-            (yes if row[3] == 0 else no)[row[5]] = row[7]
             if row[4] != 2:  # only 'update' deltas leave a resting state
                 continue
             bids, no_bids = np.nonzero(yes)[0], np.nonzero(no)[0]
@@ -187,13 +176,15 @@ def test_depth_lean_shows_in_the_top5_imbalance_only_with_a_signal():
     assert correlation(1.0, ("depth_lean",)) > mechanics + 0.15
 
 
-def _mid_path(market: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(time, mid in cents) after every delta of a simulated market, replaying its snapshots and deltas."""
+def _replayed_books(market: dict):
+    """(delta row, YES ladder, NO ladder, first delta of a session) after every delta of a simulated market,
+    its snapshots and deltas replayed (the ladders are reused: read them before the next step)."""
     yes, no = np.zeros(100, np.int64), np.zeros(100, np.int64)
     snapshots = {int(s[0]): s for s in market["snapshots"]}
-    session, times, mids = None, [], []
+    session = None
     for row in market["deltas"]:
-        if row[0] != session:
+        new_session = row[0] != session
+        if new_session:
             session = int(row[0])
             yes[:] = 0
             no[:] = 0
@@ -201,6 +192,13 @@ def _mid_path(market: dict) -> tuple[np.ndarray, np.ndarray]:
             for side, price, size in market["levels"][first:first + count]:
                 (yes if side == 0 else no)[price] = size
         (yes if row[3] == 0 else no)[row[5]] = row[7]
+        yield row, yes, no, new_session
+
+
+def _mid_path(market: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(time, mid in cents) after every delta of a simulated market, replaying its snapshots and deltas."""
+    times, mids = [], []
+    for row, yes, no, _ in _replayed_books(market):
         bids, no_bids = np.nonzero(yes)[0], np.nonzero(no)[0]
         if len(bids) and len(no_bids):
             times.append(row[1])

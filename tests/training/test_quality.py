@@ -77,7 +77,9 @@ def train_and_score(lake: Lake, strategies_needed: str) -> tuple[dict, dict]:
     summary = run_training(lake, config, data=data)
     report = run_validation(lake, "test", data=data)
     print(f"\n== {strategies_needed} ==\n" + Path(report["report"]).read_text().split("![")[0])
-    print(json.dumps({k: summary["stages"][k] for k in ("forecaster", "forecast_trader", "selection")}, default=str)[:4000])
+    stages = summary["stages"]
+    print(json.dumps({k: stages.get(k) for k in ("forecaster", "forecast_trader", "selection", "complexity_tiers")},
+                     default=str)[:6000])
     return summary, report
 
 
