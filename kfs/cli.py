@@ -13,7 +13,7 @@ from rich.table import Table
 
 from core.postgres import SourceUnavailable, connection, describe_dsn
 from core.settings import SettingsError, settings
-from kfs.runners import CONSOLE_WIDTH, UsageError, failed_checks, parse_day
+from kfs.runners import CONSOLE_WIDTH, INTERRUPTED, UsageError, failed_checks, parse_day
 
 console = Console(stderr=False, soft_wrap=True, width=CONSOLE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="kfs", description="kalshi-feature-store command line")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    parser.set_defaults(stops_cleanly=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     pg = sub.add_parser("pg", help="the embedded PostgreSQL server (used when KFS_PG_DSN is unset)")
@@ -325,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--naive-timezone", default="UTC", help="time zone of recorded times without one")
     live.add_argument("--no-latency-check", action="store_true",
                       help="load models without the p99 latency check (tests, shared machines)")
-    live.set_defaults(func=cmd_live)
+    live.set_defaults(func=cmd_live, stops_cleanly=True)  # a stop is how a live run ends (exit 0)
 
     demo = sub.add_parser("demo", help="the main job on the embedded default: simulate, ingest, features, train, publish")
     demo.set_defaults(func=cmd_demo)
@@ -349,7 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
         _watch_interrupts()
     try:
-        return args.func(args)
+        status = args.func(args)
+        if INTERRUPTED.is_set() and not args.stops_cleanly:
+            # a signal that Dagster swallowed while a step finished: still an interrupt
+            err_console.print("kfs: interrupted")
+            return 130
+        return status
     except KeyboardInterrupt:
         err_console.print("kfs: interrupted")
         return 130
@@ -405,6 +411,7 @@ def _watch_interrupts() -> None:
                 _exit_interrupted()
             if received:
                 first = time.monotonic()
+                INTERRUPTED.set()
 
     threading.Thread(target=watch, name="kfs-interrupt-watchdog", daemon=True).start()
 

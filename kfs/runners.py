@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from datetime import date, timedelta
 
 from psycopg import sql
@@ -18,6 +19,9 @@ from core.postgres import connection, table_identifier
 from core.settings import SourceTables, settings
 
 # Piped output (make demo | tee, CI logs) gets a wide fixed width instead of 80 columns.
+# Set by the command line's signal watchdog at the first SIGINT/SIGTERM (kfs/cli.py:_watch_interrupts); long
+# loops check it between steps, so an interrupt that Dagster swallowed inside a step still stops the run.
+INTERRUPTED = threading.Event()
 CONSOLE_WIDTH = None if sys.stdout.isatty() else 140
 
 
@@ -150,6 +154,7 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
         if "ingest" in stages:
             ingest_job = defs.resolve_job_def("ingest_job")
             for day in days:
+                _stop_if_interrupted()
                 progress.update(task, description=f"ingesting {day}")
                 results.append(ingest_job.execute_in_process(partition_key=day.isoformat(), instance=instance,
                                                              run_config=QUIET_RUN, tags=tags))
@@ -159,6 +164,7 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
                                                                                   tags=tags))
             progress.advance(task)
         if "features" in stages:
+            _stop_if_interrupted()
             progress.update(task, description=f"feature store {start} .. {end} (replay, features, dbt, split)")
             with dbt_log.open("a") as log, contextlib.redirect_stdout(log):
                 results.append(defs.resolve_job_def("feature_store_job").execute_in_process(
@@ -167,6 +173,11 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
                           "dagster/asset_partition_range_end": end.isoformat()}))
             progress.advance(task)
     return results
+
+
+def _stop_if_interrupted() -> None:
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 def run_training_job(console: Console, seconds: float | None = None):
