@@ -65,7 +65,7 @@ def day_bounds_ms(day: date) -> tuple[int, int]:
     return int(start.timestamp() * 1000), int((start + timedelta(days=1)).timestamp() * 1000)
 
 
-def _selected_columns(stream: Stream) -> sql.Composable:
+def selected_columns(stream: Stream) -> sql.Composable:
     return sql.SQL(", ").join(
         sql.SQL("{}::text").format(sql.Identifier(name)) if name in ("yes_bids", "no_bids") else sql.Identifier(name)
         for name in stream.column_names)
@@ -91,7 +91,7 @@ def partition_query(stream: Stream, tables: SourceTables, start_ms: int, end_ms:
     # No ORDER BY: PostgreSQL sorts on one core at about a third of COPY speed; Polars sorts after the
     # read on every core, by keys that end in the unique id, so the file order is still deterministic.
     return sql.SQL("SELECT {columns}, {earlier} AS {flag} FROM {table} d WHERE d.{t} >= {start} AND d.{t} < {end}").format(
-        columns=_selected_columns(stream), earlier=earlier, flag=sql.Identifier(quarantine.EARLIER_COPY),
+        columns=selected_columns(stream), earlier=earlier, flag=sql.Identifier(quarantine.EARLIER_COPY),
         table=table, t=t, start=sql.Literal(int(start_ms)), end=sql.Literal(int(end_ms)))
 
 
@@ -121,7 +121,7 @@ def invalid_time_queries(stream: Stream, tables: SourceTables, valid_from_ms: in
     where = invalid_time_condition(stream, valid_from_ms, valid_until_ms)
     return (sql.SQL("SELECT count(*) FROM {table} WHERE {where}").format(table=table, where=where),
             sql.SQL("SELECT {columns} FROM {table} WHERE {where}").format(
-                columns=_selected_columns(stream), table=table, where=where))
+                columns=selected_columns(stream), table=table, where=where))
 
 
 _connections = threading.local()

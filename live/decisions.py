@@ -17,6 +17,7 @@ import torch
 from training.env import TradingRules, liquidation_value
 from training.spaces import (
     ACTIONS,
+    AGE_SCALE,
     BUY_NO,
     BUY_YES,
     MAX_SLOTS,
@@ -24,8 +25,6 @@ from training.spaces import (
     SELL_NO,
     SELL_YES,
 )
-
-_AGE_SCALE = float(np.log1p(2000))  # as training/env.py: ages in events
 
 
 def invalid_reason(book_valid: bool, sequence_gap: bool, delta_before_snapshot: bool, crossed: bool,
@@ -73,7 +72,7 @@ class PaperPositions:
         cost = np.array([self.cost.get(t, 0) for t in tickers], np.int64)
         out[:, 0] = yes / limit
         out[:, 1] = no / limit
-        out[:, 3] = np.where(held > 0, np.log1p(np.maximum(age, 0)) / _AGE_SCALE, 0.0)
+        out[:, 3] = np.where(held > 0, np.log1p(np.maximum(age, 0)) / AGE_SCALE, 0.0)
         out[:, 4] = np.where(held > 0, (value - cost) / (100.0 * np.maximum(held, 1)), 0.0)
         return out
 

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from core.postgres import connection, table_identifier
 from core.settings import SourceTables
+from ingest.extract import selected_columns
 from ingest.streams import MARKETS, PARTITIONED_STREAMS
 
 BOOK_STREAMS = ("snapshots", "deltas")
@@ -96,11 +97,8 @@ def read_recording_tables(paths: list[Path], timezone_name: str = "UTC") -> dict
 
 def _select_new(stream_name: str, tables: SourceTables, after_id: int, limit: int) -> sql.Composed:
     stream = PARTITIONED_STREAMS[stream_name]
-    columns = sql.SQL(", ").join(
-        sql.SQL("{}::text").format(sql.Identifier(name)) if name in ("yes_bids", "no_bids") else sql.Identifier(name)
-        for name in stream.column_names)
     return sql.SQL("SELECT {} FROM {} WHERE id > {} ORDER BY id LIMIT {}").format(
-        columns, table_identifier(getattr(tables, stream.table_attr)), sql.Literal(after_id), sql.Literal(limit))
+        selected_columns(stream), table_identifier(getattr(tables, stream.table_attr)), sql.Literal(after_id), sql.Literal(limit))
 
 
 def _as_table(cursor, schema: pa.Schema) -> pa.Table:

@@ -27,9 +27,15 @@ import torch
 
 from training.episodes import Episode
 from training.market_data import MarketData
-from training.spaces import BUY_NO, BUY_YES, HOLD, MAX_SLOTS, SELL_NO, SELL_YES
-
-_AGE_SCALE = float(np.log1p(2000))  # ages are in events; episodes are at most 2000 of them
+from training.spaces import (
+    AGE_SCALE,
+    BUY_NO,
+    BUY_YES,
+    HOLD,
+    MAX_SLOTS,
+    SELL_NO,
+    SELL_YES,
+)
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,7 @@ class BatchedMarketEnv:
         limit = float(self.rules.position_limit)
         current = torch.nn.functional.one_hot(self.event_slot[self._rows, t], MAX_SLOTS).to(torch.float32)
         held = self.yes + self.no
-        age = torch.where(held > 0, torch.log1p((t[:, None] - self.opened).clamp(min=0).float()) / _AGE_SCALE, 0.0)
+        age = torch.where(held > 0, torch.log1p((t[:, None] - self.opened).clamp(min=0).float()) / AGE_SCALE, 0.0)
         gain = torch.where(held > 0, (self._position_values() - self.cost).float() / (100.0 * held.clamp(min=1)), 0.0)
         position = torch.stack([self.yes / limit, self.no / limit, current, age, gain], dim=-1)
         return torch.cat([features, position], dim=-1), self.live[self._rows, t]

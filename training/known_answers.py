@@ -16,9 +16,7 @@ import torch
 
 from source.simulator_kernel import EFFECTS, JUMP_MIN
 from training.env import BatchedMarketEnv
-from training.spaces import BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
-
-_AGE_SCALE = float(np.log1p(2000))
+from training.spaces import AGE_SCALE, BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,7 @@ def known_answer_actor(feature_names: list[str], effects: tuple[str, ...] = EFFE
         tradable = live & (obs[..., certainty] > rule.min_certainty_distance) & \
             (obs[..., recent_move].abs() < rule.settled_move) & (obs[..., spread] <= rule.max_spread + 1e-9)
         yes, no = obs[..., n], obs[..., n + 1]
-        age = obs[..., n + 3] * _AGE_SCALE
+        age = obs[..., n + 3] * AGE_SCALE
         gain = obs[..., n + 4]
         done = (gain >= rule.take_profit) | (gain <= -rule.stop_loss) | (age >= np.log1p(rule.max_age_events))
         actions = torch.full(live.shape, HOLD, dtype=torch.long, device=obs.device)
