@@ -133,6 +133,7 @@ def test_replay_of_every_real_recording_matches_the_offline_store(pg_dsn, fresh_
     assert decisions.filter(pl.col("action").is_null())["refused_reason"].null_count() == 0
 
 
+@needs_real_data
 def test_hot_reload_mid_stream_switches_at_one_arrival_and_refuses_a_broken_version(published, tmp_path):
     from training.publish import read_registry
 
@@ -223,6 +224,7 @@ def test_follow_picks_up_new_rows_and_exits_cleanly_on_sigterm(small_universe, f
     assert "stopped" in output
 
 
+@needs_real_data
 def test_replay_runs_from_the_command_line_on_a_real_recording(serving_lake, tmp_path):
     lake, _ = serving_lake
     env = {**os.environ, "KFS_LAKE": str(lake.root)}
@@ -236,6 +238,7 @@ def test_replay_runs_from_the_command_line_on_a_real_recording(serving_lake, tmp
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no such file" in missing.stderr
 
 
+@needs_real_data
 def test_without_a_published_model_live_says_so_in_one_line(tmp_path):
     env = {**os.environ, "KFS_LAKE": str(tmp_path / "empty")}
     result = subprocess.run([sys.executable, "-m", "kfs.cli", "live", "--recording", str(SAGNIK / "Kalshi_SAS_JAN07_WIN.csv")],
