@@ -37,7 +37,7 @@ test-fast: $(STAMP) $(MANIFEST)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow and not quality"
 
 dev: $(STAMP) $(MANIFEST)
-	@mkdir -p .kfs/dagster && test -f .kfs/dagster/dagster.yaml || cp dagster.yaml .kfs/dagster/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.kfs/dagster $(BIN)/python -m orchestration.instance
 	DAGSTER_HOME=$(CURDIR)/.kfs/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: $(STAMP) $(MANIFEST)

@@ -36,6 +36,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.object_store import polars_storage_options
+
 PART_FILE = "part-00000.parquet"
 _TMP_MARK = ".tmp-"
 # Polars' writer: about 3x faster than pyarrow's here and 30% smaller files at the same zstd level.
@@ -77,7 +79,8 @@ _MODELS = "models"
 
 
 class Lake:
-    """A lake root (a local folder) and the locations of its datasets."""
+    """A lake root and the locations of its datasets: a local folder, or `s3://bucket/prefix` (locations are
+    then `UPath`s, and every read and write goes through s3fs or Polars' object store; core/object_store.py)."""
 
     def __init__(self, root: Path | str | None = None):
         if root is None:
@@ -85,12 +88,42 @@ class Lake:
 
             root = settings().lake
         root = str(root)
-        if "://" in root:
-            raise ValueError(f"KFS_LAKE={root!r}: object storage lakes are not supported yet; use a local path")
-        self.root = Path(root).absolute()
+        self.remote = root.startswith("s3://")
+        if self.remote:
+            from upath import UPath
+
+            self.root = UPath(root.rstrip("/"), use_listings_cache=False, skip_instance_cache=True)
+            self.fs = self.root.fs
+        elif "://" in root:
+            raise ValueError(f"KFS_LAKE={root!r}: a lake is a local path or s3://bucket/prefix")
+        else:
+            self.root = Path(root).absolute()
 
     def __repr__(self) -> str:
         return f"Lake({str(self.root)!r})"
+
+    def require_local(self, what: str) -> None:
+        """Stages that still need a local lake (the model registry) refuse an object-storage one in one line."""
+        if self.remote:
+            raise ValueError(f"{what} needs a local lake for now: KFS_LAKE={self.root} is on object storage "
+                             "(the model registry is not there yet)")
+
+    def check_reachable(self) -> None:
+        """A one-line error now, instead of one per step later, when the bucket is missing or unreachable."""
+        if not self.remote:
+            return
+        bucket = self.root.path.split("/", 1)[0]
+        try:
+            self.fs.ls(bucket, detail=False)
+        except FileNotFoundError:
+            raise ValueError(f"KFS_LAKE={self.root}: bucket {bucket!r} does not exist") from None
+        except PermissionError:
+            raise ValueError(f"KFS_LAKE={self.root}: access to bucket {bucket!r} denied (check "
+                             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
+        except Exception as error:  # noqa: BLE001 - botocore's connection errors have no common base here
+            raise ValueError(f"KFS_LAKE={self.root}: object storage unreachable at AWS_ENDPOINT_URL="
+                             f"{self.fs.client_kwargs.get('endpoint_url') or '(AWS default)'} "
+                             f"({type(error).__name__})") from None
 
     # -- locations -------------------------------------------------------------------------------
     def location(self, dataset: str) -> Path:
@@ -123,6 +156,9 @@ class Lake:
         """Days with a written partition, oldest first (`dataset` may be a raw stream name)."""
         dataset = f"raw_{dataset}" if dataset in RAW_STREAMS else dataset
         folder = self.location(dataset)
+        if self.remote:
+            files = self.fs.glob(f"{folder.path}/date=*/{PART_FILE}")
+            return sorted(date.fromisoformat(f.rsplit("/", 2)[1].split("=", 1)[1]) for f in files)
         if not folder.exists():
             return []
         return sorted(date.fromisoformat(p.name.split("=", 1)[1]) for p in folder.glob("date=*") if (p / PART_FILE).exists())
@@ -152,34 +188,68 @@ class Lake:
         return self.model_root() / "candidates" / "latest"
 
     def dbt_output_folders(self) -> list[Path]:
-        """Folders dbt's external models write into (DuckDB's COPY does not create them)."""
+        """Folders dbt's external models write into (DuckDB's COPY does not create them; object storage has
+        no folders to create)."""
+        if self.remote:
+            return []
         return [self.location(name) if not Path(DATASETS[name].relative).suffix else self.location(name).parent
                 for name in ("int_market_day_trades", "market_categories", "markets_mart")]
 
     # -- I/O -------------------------------------------------------------------------------------
     def exists(self, path: Path) -> bool:
-        return Path(path).exists()
+        return self.fs.exists(path.path) if self.remote else Path(path).exists()
 
     def read_parquet(self, path: Path, columns: list[str] | None = None) -> pl.DataFrame:
+        if self.remote:
+            return pl.read_parquet(str(path), columns=columns, storage_options=polars_storage_options())
         return pl.read_parquet(path, columns=columns)
 
     def scan_parquet(self, paths: Iterable[Path]) -> pl.LazyFrame:
+        if self.remote:
+            return pl.scan_parquet([str(p) for p in paths], storage_options=polars_storage_options())
         return pl.scan_parquet([str(p) for p in paths])
 
     def parquet_rows(self, path: Path) -> int:
+        if self.remote:
+            with self.fs.open(path.path, "rb") as handle:  # the footer only: a ranged read
+                return pq.ParquetFile(handle).metadata.num_rows
         return pq.ParquetFile(path).metadata.num_rows
 
     def size(self, path: Path) -> int:
-        return Path(path).stat().st_size
+        return self.fs.size(path.path) if self.remote else Path(path).stat().st_size
 
     def write_parquet(self, table: pl.DataFrame | pa.Table, path: Path, metadata: dict[str, str] | None = None) -> int:
+        if self.remote:
+            return self._put(path, parquet_bytes(table, metadata))
         return write_parquet_atomic(table, path, metadata)
 
     def read_json(self, path: Path) -> dict:
+        if self.remote:
+            return json.loads(self.fs.cat_file(path.path))
         return json.loads(Path(path).read_text())
 
     def write_json(self, path: Path, payload: dict) -> None:
-        write_bytes_atomic(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
+        encoded = (json.dumps(payload, indent=2, default=str) + "\n").encode()
+        if self.remote:
+            self._put(path, encoded)
+        else:
+            write_bytes_atomic(path, encoded)
+
+    def _put(self, path, payload: bytes) -> int:
+        """One PUT (a multipart upload for large objects, completed in one call): readers see the old object
+        or the new one, never part of one; no temporaries to clean after a kill."""
+        self.fs.pipe_file(path.path, payload)
+        return len(payload)
+
+
+def parquet_bytes(table: pl.DataFrame | pa.Table, metadata: dict[str, str] | None = None) -> bytes:
+    """The same bytes `write_parquet_atomic` writes to a file."""
+    import io
+
+    frame = table if isinstance(table, pl.DataFrame) else pl.from_arrow(table)
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, metadata=metadata, **_PARQUET_OPTIONS)
+    return buffer.getvalue()
 
 
 def write_parquet_atomic(table: pl.DataFrame | pa.Table, path: Path, metadata: dict[str, str] | None = None) -> int:

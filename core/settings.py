@@ -56,6 +56,8 @@ class Settings:
     train_device: str = "auto"
     executor: str = "in_process"
     dask_scheduler: str | None = None
+    workers: int = 2
+    dagster_pg_dsn: str | None = field(default=None, repr=False)  # may hold a password: never printed
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -81,7 +83,18 @@ class Settings:
         resolved = replace(self, home=home, warehouse=warehouse, lake=lake)
         if resolved.env == "prod" and not resolved.pg_dsn:
             raise SettingsError("KFS_ENV=prod needs KFS_PG_DSN: production never starts the embedded PostgreSQL")
+        if resolved.dask_scheduler and not resolved.dask_scheduler.startswith(("tcp://", "tls://", "inproc://")):
+            raise SettingsError(f"KFS_DASK_SCHEDULER must be a scheduler address like tcp://host:8786, "
+                                f"got {resolved.dask_scheduler!r}")
         return resolved
+
+    @property
+    def dagster_storage_dsn(self) -> str | None:
+        """PostgreSQL for Dagster's run, event and schedule storage in `prod` (None: SQLite under
+        DAGSTER_HOME)."""
+        if self.env != "prod":
+            return None
+        return self.dagster_pg_dsn or self.pg_dsn
 
     @property
     def dagster_home(self) -> Path:
@@ -218,10 +231,17 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("KFS_TRAIN_DEVICE", "train_device", _choice(TRAIN_DEVICES), "`auto`",
              "where training runs: `auto` (CUDA when available), `cpu` or `cuda`"),
     Variable("KFS_EXECUTOR", "executor", _choice(EXECUTORS), "`in_process`",
-             "how `kfs materialize` runs steps; only `in_process` runs today (`multiprocess` and `dask` are "
-             "refused with an error until the scale-out work lands)"),
+             "where `kfs materialize` runs steps: `in_process` (one day after another), `multiprocess` "
+             "(Dagster's multiprocess executor) or `dask` (dagster-dask on a dask.distributed cluster); "
+             "see orchestration/executors.py"),
     Variable("KFS_DASK_SCHEDULER", "dask_scheduler", _text, "unset: a local cluster",
              "`tcp://host:port` of a dask.distributed scheduler for `KFS_EXECUTOR=dask`"),
+    Variable("KFS_WORKERS", "workers", _number(int, 1, 256), "`2`",
+             "with `multiprocess` or `dask`: daily runs at once, steps at once per run, and the local "
+             "dask cluster's worker processes"),
+    Variable("KFS_DAGSTER_PG_DSN", "dagster_pg_dsn", _dsn, "unset: `KFS_PG_DSN`",
+             "PostgreSQL for Dagster's own storage in `prod` (a separate database is best); `local` keeps "
+             "SQLite under `DAGSTER_HOME`"),
 )
 
 assert {v.field for v in VARIABLES if "." not in v.field} | {"tables"} == {f.name for f in fields(Settings)}

@@ -349,6 +349,24 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         signal.signal(signal.SIGTERM, _interrupt)
         _watch_interrupts()
+        sys.unraisablehook = _quiet_lost_interrupts
+        _drop_logged_interrupts()
+        status = _run(args)
+        if status == 130:
+            # After an interrupt escaped code that a library ran through PyRun_String, CPython remembers an
+            # "unhandled KeyboardInterrupt" and ends the process by SIGINT at shutdown although we handled it
+            # (seen under load: status -2, not 130). Run the exit handlers ourselves, then leave with 130.
+            import atexit
+
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        return status
+    return _run(args)
+
+
+def _run(args) -> int:
     try:
         status = args.func(args)
         if INTERRUPTED.is_set() and not args.stops_cleanly:
@@ -364,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or isinstance(error, (SystemExit, GeneratorExit)):
             raise
         status, message = describe_error(error)
+        if INTERRUPTED.is_set() and not args.stops_cleanly:
+            # the error is the interrupt's consequence (a dbt child killed by the same signal, a step cut short)
+            status = 130
         if status == 130:
             err_console.print("kfs: interrupted")
         else:
@@ -373,6 +394,33 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+def _is_interrupt(error: BaseException | None) -> bool:
+    return isinstance(error, KeyboardInterrupt) or type(error).__name__ == "DagsterExecutionInterruptedError"
+
+
+def _drop_logged_interrupts() -> None:
+    """A library that logs the interrupt it was cut by (SQLAlchemy closing a pooled connection) prints a
+    traceback: drop such records, whatever logger they come from, so an interrupt stays one line."""
+    import logging
+
+    def not_an_interrupt(record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_interrupt(record.exc_info[1]))
+
+    for handler in (logging.lastResort, *logging.getLogger().handlers):
+        if handler is not None:
+            handler.addFilter(not_an_interrupt)
+
+
+def _quiet_lost_interrupts(unraisable) -> None:
+    """An interrupt raised inside a finalizer (Dagster's handler raises wherever the signal lands) cannot
+    propagate: Python would print it as `Exception ignored in ...` with a traceback. Remember it instead (the
+    run still ends with 130) and leave every other unraisable error to Python's own report."""
+    if _is_interrupt(unraisable.exc_value):
+        INTERRUPTED.set()
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 INTERRUPT_GRACE_S = 20.0
@@ -457,7 +505,7 @@ def _root_cause(error: BaseException) -> BaseException:
         inner = getattr(error, "user_exception", None) or error.__cause__
         if type(error).__name__ == "DagsterExecutionInterruptedError":
             return KeyboardInterrupt()
-        if inner is None:
+        if inner is None or type(inner).__name__ == "_RemoteTraceback":  # another process's traceback, as text
             break
         error = inner
     return error

@@ -68,19 +68,18 @@ def run_simulation(markets: int, days: int, seed: int, signal: float, start: dat
 
 
 def ensure_dagster_home() -> None:
-    """DAGSTER_HOME (default $KFS_HOME/dagster) with the project's instance configuration."""
+    """DAGSTER_HOME (default $KFS_HOME/dagster) with the instance configuration of the settings (SQLite
+    storage locally, PostgreSQL in `prod`: orchestration/instance.py)."""
     import os
     from pathlib import Path
+
+    from orchestration.instance import write_instance_config
 
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(settings().dagster_home)
     home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    instance_config = home / "dagster.yaml"
     with exclusive("dagster_instance"):  # two first runs at once must not both create the storage
-        if not instance_config.exists():
-            project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
-            instance_config.write_text(project_config.read_text())
+        write_instance_config(home)
         import dagster as dg
 
         dg.DagsterInstance.get().dispose()
@@ -123,8 +122,9 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
     from datetime import datetime, timezone
 
     check_partition_range(start, end, datetime.now(timezone.utc).date())
-    if settings().executor != "in_process":
-        raise UsageError(f"KFS_EXECUTOR={settings().executor} is not wired yet: only in_process runs today")
+    from core.catalog import Lake
+
+    Lake().check_reachable()
     if "ingest" in stages:
         from source.pg_server import source_dsn
 
@@ -143,7 +143,6 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
     tags = local_run_tags()
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     steps = (len(days) + 1 if "ingest" in stages else 0) + (1 if "features" in stages else 0)
-    results = []
     # dagster-dbt echoes every dbt log line to stdout; keep the terminal to the progress bar and the
     # summary, and the dbt lines in a log file (the Dagster UI has them too, per run).
     dbt_log = settings().home / "logs" / "dbt.log"
@@ -151,6 +150,9 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=terminal, transient=quiet, disable=quiet) as progress:
         task = progress.add_task("materializing", total=steps)
+        if settings().executor != "in_process":
+            return _materialize_distributed(instance, days, stages, tags, progress, task, dbt_log)
+        results = []
         if "ingest" in stages:
             ingest_job = defs.resolve_job_def("ingest_job")
             for day in days:
@@ -173,6 +175,132 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
                           "dagster/asset_partition_range_end": end.isoformat()}))
             progress.advance(task)
     return results
+
+
+def _materialize_distributed(instance, days: list[date], stages: tuple[str, ...], tags: dict, progress, task,
+                             dbt_log) -> list:
+    """`materialize_range` on the multiprocess or dask executor: up to KFS_WORKERS daily ingest runs at once,
+    each run's steps on the executor's workers, then the markets run and the feature-store run (see
+    orchestration/executors.py for where steps execute and why DuckDB keeps one writer). Dagster runs are
+    not thread-safe within one process (each configures logging), so concurrent runs start from a pool of
+    spawned processes; their steps go to the executor's workers."""
+    from concurrent.futures import as_completed
+
+    from orchestration.executors import dask_scheduler, executor_run_config
+
+    current = settings()
+    results = []
+    with dask_scheduler(current) as scheduler, _run_processes(current.workers, dbt_log.parent / "runs.log") as pool:
+        run_config = {**QUIET_RUN, **executor_run_config(current, scheduler)}
+
+        def run(name: str, run_tags: dict) -> StoredRun:
+            return StoredRun.checked(instance, *pool.submit(execute_job_run, name, run_config, run_tags).result())
+
+        if "ingest" in stages:
+            # ingest's steps share the pool `postgres_read`: let as many read the recorder as runs go at once
+            instance.event_log_storage.set_concurrency_slots("postgres_read", current.workers)
+            progress.update(task, description=f"ingesting {days[0]} .. {days[-1]} ({current.executor}, "
+                                              f"{current.workers} at once)")
+            runs = [pool.submit(execute_job_run, "ingest_job", run_config, {**tags, "dagster/partition": d.isoformat()})
+                    for d in days]
+            for done in as_completed(runs):
+                _stop_if_interrupted()
+                results.append(StoredRun.checked(instance, *done.result()))
+                progress.advance(task)
+            progress.update(task, description="ingesting markets")
+            results.append(run("markets_job", tags))
+            progress.advance(task)
+        if "features" in stages:
+            _stop_if_interrupted()
+            progress.update(task, description=f"feature store {days[0]} .. {days[-1]} ({current.executor})")
+            results.append(run("feature_store_job", {**tags, "dagster/asset_partition_range_start": days[0].isoformat(),
+                                                     "dagster/asset_partition_range_end": days[-1].isoformat()}))
+            progress.advance(task)
+    return results
+
+
+@contextlib.contextmanager
+def _run_processes(workers: int, log):
+    """Spawned processes that each execute one run at a time. Their output and their step processes' (Dagster's
+    engine lines, dbt's log) goes to `log`; the terminal keeps the progress bar and one-line errors."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_send_output_to, initargs=(str(log),)) as pool:
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # a failed or interrupted range starts no more runs
+            raise
+
+
+def _send_output_to(log: str) -> None:
+    import os
+
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+class RunFailed(RuntimeError):
+    """A Dagster run whose steps ran in other processes failed; the message names the step and its error."""
+
+
+def execute_job_run(name: str, run_config: dict, tags: dict) -> tuple[str, str | None]:
+    """Run a job of `defs` on the configured executor (steps in other processes): (run id, None) or
+    (run id, one line naming the first failed step and its error). Importable, so that a spawned process
+    can run it."""
+    import dagster as dg
+
+    from orchestration.executors import reconstructable_job
+
+    with dg.execute_job(reconstructable_job(name), instance=dg.DagsterInstance.get(), run_config=run_config,
+                        tags=tags) as result:
+        return result.run_id, None if result.success else _first_failure(result, name)
+
+
+def _first_failure(result, job_name: str) -> str:
+    """The first failed step's error, else the error of the run itself (the executor failed), in one line."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            return f"{job_name} step {event.step_key} failed: {_innermost(event.step_failure_data.error)}"
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if error is not None:
+            return f"{job_name} run failed: {_innermost(error)}"
+    return f"{job_name} run {result.run_id} failed (see the Dagster UI)"
+
+
+def _innermost(error) -> str:
+    while error.cause is not None:
+        error = error.cause
+    return f"{error.cls_name}: {_first_line(error.message).removeprefix(f'{error.cls_name}: ')}"
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
+
+
+class StoredRun:
+    """A finished run read back from the Dagster instance (it ran in another process)."""
+
+    def __init__(self, instance, run_id: str):
+        self.instance, self.run_id = instance, run_id
+
+    @classmethod
+    def checked(cls, instance, run_id: str, failure: str | None) -> "StoredRun":
+        if failure:
+            raise RunFailed(failure)
+        return cls(instance, run_id)
+
+    def get_asset_check_evaluations(self) -> list:
+        from dagster import DagsterEventType
+
+        return [entry.dagster_event.event_specific_data for entry in
+                self.instance.all_logs(self.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
 
 
 def _stop_if_interrupted() -> None:

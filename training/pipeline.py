@@ -198,6 +198,7 @@ def keep_ppo_if_no_worse(policy: MarketPolicy, warm_state: dict, trader: Forecas
 
 def run_training(lake: Lake, config: TrainingConfig, data: MarketData | None = None, progress=None) -> dict:
     """Train and write the candidate: policy weights (forecaster included), learning curves, the summary."""
+    lake.require_local("training")
     data = data or load_market_data(lake)
     result = train_policy(data, config, progress=progress)
     folder = lake.candidate()

@@ -38,6 +38,7 @@ def _plots(result: dict, folder: Path) -> list[Path]:
 
 def run_validation(lake: Lake, split: str = "validation", data: MarketData | None = None) -> dict:
     """Score the candidate against every baseline; write `<split>.json` and a markdown report with inline plots."""
+    lake.require_local("validation")
     data = data or load_market_data(lake)
     policy, trader = load_candidate(lake, data)
     tuned = tune_baselines(data)
@@ -71,6 +72,7 @@ def validation_observations(data: MarketData, split: str = "validation", max_ste
 
 
 def run_publish(lake: Lake, data: MarketData | None = None) -> dict:
+    lake.require_local("publication")
     data = data or load_market_data(lake)
     policy, _ = load_candidate(lake, data)
     folder = lake.candidate()

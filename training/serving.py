@@ -42,6 +42,7 @@ class PolicyServer:
     def __init__(self, lake: Lake | None = None, alias: str = PRODUCTION,
                  latency_budget_p99_us: float = LATENCY_BUDGET_P99_US):
         self.lake = lake or Lake()
+        self.lake.require_local("serving a model")
         self.alias = alias
         self.latency_budget = latency_budget_p99_us
         self._lock = threading.Lock()
