@@ -122,8 +122,7 @@ class Lake:
                              "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
         except Exception as error:  # noqa: BLE001 - botocore's connection errors have no common base here
             raise ValueError(f"KFS_LAKE={self.root}: object storage unreachable at AWS_ENDPOINT_URL="
-                             f"{self.fs.client_kwargs.get('endpoint_url') or '(AWS default)'} "
-                             f"({type(error).__name__})") from None
+                             f"{_endpoint_for_messages()} ({type(error).__name__})") from None
 
     # -- locations -------------------------------------------------------------------------------
     def location(self, dataset: str) -> Path:
@@ -240,6 +239,17 @@ class Lake:
         or the new one, never part of one; no temporaries to clean after a kill."""
         self.fs.pipe_file(path.path, payload)
         return len(payload)
+
+
+def _endpoint_for_messages() -> str:
+    """AWS_ENDPOINT_URL without any user information it may carry."""
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return "(unset: AWS's own)"
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
 
 
 def parquet_bytes(table: pl.DataFrame | pa.Table, metadata: dict[str, str] | None = None) -> bytes:

@@ -155,7 +155,7 @@ class ObjectStoreServer:
         try:
             os.killpg(state["pid"], signal.SIGTERM)
             stopped = True
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 10
             while time.monotonic() < deadline and _alive(state["pid"]):
                 time.sleep(0.2)
             if _alive(state["pid"]):

@@ -42,6 +42,31 @@ def cmd_pg(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- objectstore ---------------------------------------------------------------------------------
+
+def cmd_objectstore(args: argparse.Namespace) -> int:
+    """A local S3 server (SeaweedFS) for an s3:// lake; `env` prints the variables that point kfs at it."""
+    from core.object_store import ObjectStoreError, default_server
+
+    server = default_server()
+    try:
+        if args.action == "start":
+            url = server.start()
+            server.create_bucket(args.bucket)
+            console.print(f"SeaweedFS S3 running at {url} with bucket {args.bucket!r}; "
+                          f"`eval \"$(kfs objectstore env)\"` points kfs at s3://{args.bucket}/lake")
+        elif args.action == "stop":
+            console.print("stopped" if server.stop() else "not running")
+        elif args.action == "url":
+            print(server.url())
+        elif args.action == "env":
+            for key, value in {**server.environment(), "KFS_LAKE": f"s3://{args.bucket}/lake"}.items():
+                print(f"export {key}={value}")
+    except ObjectStoreError as error:
+        raise UsageError(str(error)) from None
+    return 0
+
+
 # -- db ------------------------------------------------------------------------------------------
 
 def cmd_db_init(args: argparse.Namespace) -> int:
@@ -265,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     pg = sub.add_parser("pg", help="the embedded PostgreSQL server (used when KFS_PG_DSN is unset)")
     pg.add_argument("action", choices=["start", "stop", "status", "url"])
     pg.set_defaults(func=cmd_pg)
+
+    store = sub.add_parser("objectstore", help="a local S3 server (SeaweedFS) for KFS_LAKE=s3://...")
+    store.add_argument("action", choices=["start", "stop", "url", "env"],
+                       help="env prints export lines (with the generated keys) for `eval`")
+    store.add_argument("--bucket", default="kfs", help="bucket to create at start and to name in env (default kfs)")
+    store.set_defaults(func=cmd_objectstore)
 
     db = sub.add_parser("db", help="source database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)

@@ -6,6 +6,7 @@ otherwise an embedded server is started in a temporary directory, the same mecha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -187,3 +188,19 @@ def s3_lake(object_store, monkeypatch):
     for key, value in object_store.environment().items():
         monkeypatch.setenv(key, value)
     return f"s3://{bucket}/lake"
+
+
+@contextlib.contextmanager
+def lake_backend(backend: str, request, tmp_path_factory):
+    """A lake on `backend`: "local" (a folder) or "s3" (a fresh bucket of the session's SeaweedFS, with the
+    AWS variables set while the lake is in use)."""
+    from core.catalog import Lake
+
+    if backend == "local":
+        yield Lake(tmp_path_factory.mktemp("lake"))
+        return
+    server = request.getfixturevalue("object_store")
+    bucket = f"lake-{uuid.uuid4().hex[:10]}"
+    server.create_bucket(bucket)
+    with temporary_env(**server.environment()):
+        yield Lake(f"s3://{bucket}/lake")

@@ -16,8 +16,43 @@ from tests.conftest import REPO, SMALL_CONFIG
 FIRST, LAST = SMALL_CONFIG.start, SMALL_CONFIG.start + timedelta(days=SMALL_CONFIG.days - 1)
 
 
-def test_feature_store_job_succeeds_with_every_check_passing(built_store):
-    result, lake, _ = built_store
+@pytest.fixture(scope="module", params=["local", "s3"])
+def store_built(request, built_store, small_lake, tmp_path_factory):
+    """The feature store built by feature_store_job on a local lake, and on a bucket of a real S3 server
+    (SeaweedFS): the raw lake copied there, then the same job with KFS_LAKE=s3://... (dbt included)."""
+    if request.param == "local":
+        yield built_store
+        return
+    import dagster as dg
+
+    from core.catalog import Lake
+    from tests.conftest import lake_backend, temporary_env
+
+    with lake_backend("s3", request, tmp_path_factory) as lake:
+        lake.fs.put(f"{small_lake.root}/raw", f"{lake.root.path}/raw", recursive=True)
+        warehouse = tmp_path_factory.mktemp("s3_store") / "warehouse.duckdb"
+        with temporary_env(KFS_LAKE=str(lake.root), KFS_WAREHOUSE=str(warehouse)):
+            from orchestration.definitions import defs
+
+            result = defs.resolve_job_def("feature_store_job").execute_in_process(
+                instance=dg.DagsterInstance.ephemeral(),
+                tags={"dagster/asset_partition_range_start": FIRST.isoformat(),
+                      "dagster/asset_partition_range_end": LAST.isoformat()})
+            yield result, Lake(str(lake.root)), warehouse
+
+
+def _warehouse(lake, warehouse):
+    """The dbt warehouse, read-only; its views over an s3:// lake read through s3fs, as a researcher's would."""
+    conn = duckdb.connect(str(warehouse), read_only=True)
+    if lake.remote:
+        from core.object_store import s3_filesystem
+
+        conn.register_filesystem(s3_filesystem())
+    return conn
+
+
+def test_feature_store_job_succeeds_with_every_check_passing(store_built):
+    result, lake, _ = store_built
     assert result.success
     evaluations = result.get_asset_check_evaluations()
     failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
@@ -31,8 +66,8 @@ def test_feature_store_job_succeeds_with_every_check_passing(built_store):
             "int_market_day_trades", "resolution_history"} <= materialized
 
 
-def test_markets_mart_has_categories_and_disjoint_splits(built_store):
-    _, lake, _ = built_store
+def test_markets_mart_has_categories_and_disjoint_splits(store_built):
+    _, lake, _ = store_built
     markets = store.load_markets(lake)
     assert markets["market_ticker"].is_unique().all()
     assert set(markets["split"]) <= {"train", "validation", "test"} and markets["split"].null_count() == 0
@@ -41,17 +76,17 @@ def test_markets_mart_has_categories_and_disjoint_splits(built_store):
     assert markets.height == events_markets.height
 
 
-def test_duckdb_view_and_polars_agree(built_store):
-    _, lake, warehouse = built_store
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+def test_duckdb_view_and_polars_agree(store_built):
+    _, lake, warehouse = store_built
+    with _warehouse(lake, warehouse) as conn:
         by_split = dict(conn.execute("select split, count(*) from events group by 1").fetchall())
     polars_counts = {split: store.load_events(split=split, lake=lake).select(pl.len()).collect().item()
                      for split in ("train", "validation", "test")}
     assert {k: v for k, v in polars_counts.items() if v} == by_split
 
 
-def test_load_events_filters_and_validates_its_arguments(built_store):
-    _, lake, _ = built_store
+def test_load_events_filters_and_validates_its_arguments(store_built):
+    _, lake, _ = store_built
     one_day = store.load_events(start=FIRST, end=FIRST, columns=["ob_yes_mid_prob"], lake=lake).collect()
     assert one_day.columns == ["market_ticker", "timestamp_ms", "ob_yes_mid_prob"]
     assert pl.from_epoch(one_day["timestamp_ms"], time_unit="ms").dt.date().unique().to_list() == [FIRST]

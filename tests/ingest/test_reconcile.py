@@ -9,6 +9,7 @@ import sys
 from datetime import date, datetime, timezone
 
 import psycopg
+import pytest
 
 from core.catalog import Lake
 from ingest.extract import (
@@ -19,7 +20,7 @@ from ingest.extract import (
     valid_time_range_ms,
 )
 from ingest.reconcile import reconcile
-from tests.conftest import REPO
+from tests.conftest import REPO, lake_backend
 from tests.ingest.test_quarantine import DELTA_COLUMNS, TRADE_COLUMNS, _insert
 
 DAY = date(2026, 4, 9)
@@ -46,10 +47,14 @@ def _load(pg_dsn, tables) -> None:
                 + [(f"i{k}", "KXA", 40, 60, 1, "yes", ts, ts) for k, ts in enumerate(_invalid_times(DAY))])
 
 
-def test_rows_without_a_valid_time_are_quarantined_not_lost(pg_dsn, fresh_tables, tmp_path):
-    tables = fresh_tables(strict=False)
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_rows_without_a_valid_time_are_quarantined_not_lost(backend, pg_dsn, fresh_tables, request, tmp_path_factory):
+    with lake_backend(backend, request, tmp_path_factory) as lake:
+        _reconcile_every_row(pg_dsn, fresh_tables(strict=False), lake)
+
+
+def _reconcile_every_row(pg_dsn, tables, lake: Lake) -> None:
     _load(pg_dsn, tables)
-    lake = Lake(tmp_path)
     today = datetime.now(timezone.utc).date()
     valid = valid_time_range_ms(FIRST_PARTITION, today)
     for stream in ("snapshots", "deltas", "trades"):
