@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ("ingest", "features", "training", "live")
+BENCHES = ("ingest", "features", "training", "live", "scale")
 
 
 def run_benchmarks(names: list[str] | tuple[str, ...] = ()) -> None:

@@ -60,7 +60,7 @@ def market_series(ticker: str, part: pl.DataFrame, info: dict, names: list[str])
     return MarketSeries(
         ticker=ticker, split=info["split"], volatility_class=info["volatility_class"],
         time_ms=part["event_time_ms"].to_numpy(),
-        features=part.select(names).to_numpy().astype(np.float32),
+        features=part.select(names).to_numpy().astype(np.float32, copy=False),
         bid=part["best_yes_bid_cents"].to_numpy().astype(np.int16),
         ask=part["best_yes_ask_cents"].to_numpy().astype(np.int16),
         bid_size=part["best_yes_bid_size"].to_numpy(), ask_size=part["best_no_bid_size"].to_numpy(),
@@ -90,8 +90,15 @@ def market_data_from_events(events: pl.DataFrame, markets: pl.DataFrame, min_eve
 
 def load_market_data(lake: Lake | None = None, splits: tuple[str, ...] = ("train", "validation", "test"),
                      min_events: int = 50) -> MarketData:
+    """Every market's arrays, read with only the columns training uses (features already as float32, as
+    the arrays keep them): about a third of the memory of collecting whole event rows first. The arrays
+    themselves still grow with history (about 200 bytes per event); see docs/scaling.md."""
     lake = lake or Lake()
     markets = store.load_markets(lake).filter(pl.col("split").is_in(list(splits)))
-    events = store.load_events(lake=lake).filter(pl.col("market_ticker").is_in(markets["market_ticker"].to_list()))
+    names = list(MODEL_FEATURES)
+    events = (store.load_events(lake=lake)
+              .filter(pl.col("market_ticker").is_in(markets["market_ticker"].to_list()))
+              .select("market_ticker", "event_time_ms", *_BOOK_COLUMNS, *names)
+              .with_columns(pl.col(names).cast(pl.Float32)))
     return market_data_from_events(events.collect(), markets, min_events,
                                    [day.isoformat() for day in lake.partitions("features_events")])

@@ -1,0 +1,135 @@
+"""Scale: the default universe (1x: 300 markets x 7 days) and 4x (1,200 markets x 7 days) end to end, per
+stage: seconds and peak resident memory, and the 4x/1x ratios; then partition fan-out, a 7-day backfill
+on Dagster's multiprocess executor with 2 workers against 1.
+
+Each stage is its own `kfs` (or Python) process in a universe of its own (schema, lake, home), so its peak
+RSS is that process's (and the largest of the processes it waited for: dbt), read from `wait4`. Training
+runs on a fixed time budget, so its seconds say nothing about scale; its memory does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import date, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from bench.results_io import Result, print_results, write_results
+from bench.universe import bench_tables, drop_schema
+from source.pg_server import source_dsn
+
+REPO = Path(__file__).resolve().parent.parent
+START = date(2026, 3, 2)
+DAYS = 7
+BASE_MARKETS = 300
+TRAIN_SECONDS = 60
+STAGES = ("simulate", "ingest", "features", "load_training_data", "train_validate_publish")
+LOAD_SCRIPT = ("import resource, time; from training.market_data import load_market_data; t = time.perf_counter(); "
+               "data = load_market_data(); print(sum(len(m.time_ms) for m in data.markets.values()), "
+               "time.perf_counter() - t)")
+
+
+def run_with_peak(command: list[str], env: dict) -> tuple[float, float, str]:
+    """(seconds, peak RSS MiB, stdout): the command under a small Python wrapper that reports its child's
+    maximum resident set size (ru_maxrss of the reaped child, which includes the children it reaped)."""
+    wrapper = ("import os, resource, subprocess, sys, time; t = time.perf_counter(); "
+               "p = subprocess.run(sys.argv[1:]); "
+               "print(f'KFS_SCALE {time.perf_counter() - t} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', "
+               "file=sys.stderr); sys.exit(p.returncode)")
+    process = subprocess.run([sys.executable, "-c", wrapper, *command], env=env, cwd=REPO, capture_output=True,
+                             text=True)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} failed ({process.returncode}): {process.stderr.strip()[-800:]}")
+    line = [ln for ln in process.stderr.splitlines() if ln.startswith("KFS_SCALE ")][-1]
+    _, seconds, peak_kib = line.split()
+    return float(seconds), float(peak_kib) / 1024, process.stdout
+
+
+def universe_env(schema: str, root: Path, **extra: str) -> dict:
+    tables = bench_tables(schema)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("KFS_", "DAGSTER_"))}
+    env.update(KFS_PG_DSN=source_dsn(), KFS_LAKE=str(root / "lake"), KFS_HOME=str(root / "home"),
+               KFS_TABLE_SNAPSHOTS=tables.snapshots, KFS_TABLE_DELTAS=tables.deltas, KFS_TABLE_TRADES=tables.trades,
+               KFS_TABLE_MARKETS=tables.markets, KFS_TRAIN_SECONDS=str(TRAIN_SECONDS), **extra)
+    return env
+
+
+def kfs(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kfs.cli", *args]
+
+
+def measure_universe(scale: int, base_markets: int = BASE_MARKETS) -> dict[str, tuple[float, float]]:
+    """Stage -> (seconds, peak RSS MiB) for `scale` x `base_markets` markets over 7 days."""
+    schema = f"bench_scale_{scale}x"
+    root = Path(tempfile.mkdtemp(prefix=f"kfs-scale-{scale}x-"))
+    dsn = source_dsn()
+    with psycopg.connect(dsn) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    env = universe_env(schema, root)
+    last = (START + timedelta(days=DAYS - 1)).isoformat()
+    commands = {
+        "simulate": kfs("simulate", "--markets", str(base_markets * scale), "--days", str(DAYS), "--seed", "7",
+                        "--start", START.isoformat(), "--replace"),
+        "ingest": kfs("materialize", "--only", "ingest", "--start", START.isoformat(), "--end", last),
+        "features": kfs("materialize", "--only", "features", "--start", START.isoformat(), "--end", last),
+        "load_training_data": [sys.executable, "-c", LOAD_SCRIPT],
+        "train_validate_publish": kfs("train"),
+    }
+    measured = {}
+    try:
+        for stage in STAGES:
+            seconds, peak, out = run_with_peak(commands[stage], env)
+            measured[stage] = (seconds, peak)
+            print(f"  {scale}x {stage}: {seconds:.1f} s, peak {peak:,.0f} MiB", flush=True)
+            if stage == "load_training_data":
+                measured["events"] = (float(out.split()[0]), 0.0)
+        if scale == 1:
+            measured.update(measure_fan_out(schema, root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        drop_schema(dsn, schema)
+    return measured
+
+
+def measure_fan_out(schema: str, root: Path) -> dict[str, tuple[float, float]]:
+    """A 7-day backfill (ingest and features) on the multiprocess executor, 1 worker against 2."""
+    last = (START + timedelta(days=DAYS - 1)).isoformat()
+    measured = {}
+    for workers in (1, 2):
+        lake_root = root / f"fan_out_{workers}"
+        env = universe_env(schema, lake_root, KFS_EXECUTOR="multiprocess", KFS_WORKERS=str(workers))
+        seconds, peak, _ = run_with_peak(kfs("materialize", "--start", START.isoformat(), "--end", last), env)
+        measured[f"backfill_7_days_{workers}_workers"] = (seconds, peak)
+        print(f"  fan-out, {workers} worker(s): {seconds:.1f} s", flush=True)
+        shutil.rmtree(lake_root, ignore_errors=True)
+    return measured
+
+
+def main() -> list[Result]:
+    one, four = measure_universe(1), measure_universe(4)
+    events_ratio = four["events"][0] / one["events"][0]
+    results = [Result("events_4x_over_1x", events_ratio, "x", target="about 4")]
+    for stage in STAGES:
+        (s1, m1), (s4, m4) = one[stage], four[stage]
+        timed = stage != "train_validate_publish"
+        results.append(Result(f"{stage}_seconds_4x", s4, "s", f"{stage}_seconds_1x", s1, s4 / s1,
+                              "<= 4.4" if timed and stage != "simulate" else "fixed budget" if not timed else None))
+        bounded = stage in ("features", "load_training_data", "train_validate_publish")
+        results.append(Result(f"{stage}_peak_rss_mib_4x", m4, "MiB", f"{stage}_peak_rss_mib_1x", m1, m4 / m1,
+                              "<= 1.3" if bounded else None))
+    (t1, _), (t2, _) = one["backfill_7_days_1_workers"], one["backfill_7_days_2_workers"]
+    results.append(Result("backfill_7_days_2_workers_seconds", t2, "s", "backfill_7_days_1_worker_seconds", t1,
+                          t1 / t2, "> 1 (speed-up)"))
+    write_results("scale.json", results)
+    print_results("scale (1x = 300 markets x 7 days; 4x = 1,200 markets x 7 days)", results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
