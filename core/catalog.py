@@ -195,6 +195,19 @@ class Lake:
                 for name in ("int_market_day_trades", "market_categories", "markets_mart")]
 
     # -- I/O -------------------------------------------------------------------------------------
+    def remove_dataset(self, dataset: str) -> None:
+        """Delete every file of a dataset that is rebuilt whole (a writer of Hive partitions that only adds
+        and replaces files would otherwise keep partitions the new build no longer has)."""
+        location = self.location(dataset)
+        if self.remote:
+            if self.fs.exists(location.path):
+                self.fs.rm(location.path, recursive=True)
+        else:
+            import shutil
+
+            shutil.rmtree(location, ignore_errors=True)
+            location.mkdir(parents=True, exist_ok=True)
+
     def exists(self, path: Path) -> bool:
         return self.fs.exists(path.path) if self.remote else Path(path).exists()
 

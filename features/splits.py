@@ -83,7 +83,9 @@ def read_market_categories(lake: Lake) -> pl.DataFrame:
     path = lake.location("market_categories")
     if not lake.exists(path):
         raise FileNotFoundError(f"{path} is missing: build the dbt model market_categories first")
-    return lake.read_parquet(path).select("market_ticker", "volatility_class")
+    # A row without a market names nothing to assign: the hand-off of a feature store without a single event
+    # holds one all-NULL row (seen with a range of days the recorder had no data for).
+    return lake.read_parquet(path).select("market_ticker", "volatility_class").filter(pl.col("market_ticker").is_not_null())
 
 
 def update_registry(lake: Lake, classes: pl.DataFrame, assigned_on: date, seed: int = DEFAULT_SPLIT_SEED) -> pl.DataFrame:

@@ -190,7 +190,8 @@ def _materialize_distributed(instance, days: list[date], stages: tuple[str, ...]
 
     current = settings()
     results = []
-    with dask_scheduler(current) as scheduler, _run_processes(current.workers, dbt_log.parent / "runs.log") as pool:
+    run_log = dbt_log.parent / "runs.log"
+    with dask_scheduler(current, run_log) as scheduler, _run_processes(current.workers, run_log) as pool:
         run_config = {**QUIET_RUN, **executor_run_config(current, scheduler)}
 
         def run(name: str, run_tags: dict) -> StoredRun:

@@ -18,6 +18,7 @@ two writers never meet whichever executor runs the steps. (dagster-dask does not
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Iterator
 
 import dagster as dg
@@ -106,21 +107,48 @@ def run_pickled_step(upstream: list, arguments: bytes) -> list:
 
 
 @contextlib.contextmanager
-def dask_scheduler(current: Settings) -> Iterator[str | None]:
+def dask_scheduler(current: Settings, log: Path) -> Iterator[str | None]:
     """The scheduler address for `KFS_EXECUTOR=dask`: `KFS_DASK_SCHEDULER`, or a local cluster of
     `KFS_WORKERS` worker processes (one thread each: Dagster steps are not thread-safe) that lives as long
-    as the block. None for the other executors."""
+    as the block, its workers' output (dbt's log, Dagster's engine lines) in `log`. None for the other
+    executors."""
     if current.executor != "dask":
         yield None
         return
     if current.dask_scheduler:
         yield current.dask_scheduler
         return
+    import logging
+
     from dask.distributed import LocalCluster
 
-    with LocalCluster(n_workers=current.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      host="127.0.0.1") as cluster:
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # the nannies' notices, in this process
+    with _output_to(log):  # the worker processes inherit the descriptors they start with
+        cluster = LocalCluster(n_workers=current.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, host="127.0.0.1")
+    with cluster:
         yield cluster.scheduler_address
+
+
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """Point this process's stdout and stderr descriptors at `log` for the block."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)
 
 
 def reconstructable_job(name: str):

@@ -75,30 +75,49 @@ def market_data_from_events(events: pl.DataFrame, markets: pl.DataFrame, min_eve
     result); normalisation statistics from the training markets."""
     info = {row["market_ticker"]: row for row in markets.iter_rows(named=True)}
     names = list(MODEL_FEATURES)
+    return _normalised(MarketData(markets=_series_of(events, info, names, min_events), feature_names=names,
+                                  partitions=partitions or []))
+
+
+def _series_of(events: pl.DataFrame, info: dict, names: list[str], min_events: int) -> dict[str, MarketSeries]:
     frame = events.filter(pl.col("market_ticker").is_in(list(info))).select(
         "market_ticker", "event_time_ms", *_BOOK_COLUMNS, *names).sort("market_ticker", "event_time_ms",
                                                                          maintain_order=True)
-    series = {ticker: market_series(ticker, part, info[ticker], names)
-              for (ticker,), part in frame.group_by(["market_ticker"], maintain_order=True) if part.height >= min_events}
-    data = MarketData(markets=series, feature_names=names, partitions=partitions or [])
-    train = [m.features for m in data.of_split("train")] or [m.features for m in series.values()]
+    return {ticker: market_series(ticker, part, info[ticker], names)
+            for (ticker,), part in frame.group_by(["market_ticker"], maintain_order=True) if part.height >= min_events}
+
+
+def _normalised(data: MarketData) -> MarketData:
+    names = data.feature_names
+    train = [m.features for m in data.of_split("train")] or [m.features for m in data.markets.values()]
     stacked = np.concatenate(train) if train else np.zeros((1, len(names)), np.float32)
     data.mean = stacked.mean(axis=0).astype(np.float32)
     data.std = np.maximum(stacked.std(axis=0), 1e-3).astype(np.float32)
     return data
 
 
+LOAD_BATCH_MARKETS = 64
+
+
 def load_market_data(lake: Lake | None = None, splits: tuple[str, ...] = ("train", "validation", "test"),
-                     min_events: int = 50) -> MarketData:
-    """Every market's arrays, read with only the columns training uses (features already as float32, as
-    the arrays keep them): about a third of the memory of collecting whole event rows first. The arrays
-    themselves still grow with history (about 200 bytes per event); see docs/scaling.md."""
+                     min_events: int = 50, batch_markets: int = LOAD_BATCH_MARKETS) -> MarketData:
+    """Every market's arrays, read `batch_markets` markets at a time with only the columns training uses
+    (features already as float32, as the arrays keep them): the rows in flight are one batch's, not the
+    whole history's (partition files are sorted by market, so each batch reads few row groups). The arrays
+    are the ones a single read gives. They themselves still grow with history (about 200 bytes per event);
+    see docs/scaling.md."""
     lake = lake or Lake()
     markets = store.load_markets(lake).filter(pl.col("split").is_in(list(splits)))
+    info = {row["market_ticker"]: row for row in markets.iter_rows(named=True)}
     names = list(MODEL_FEATURES)
     events = (store.load_events(lake=lake)
-              .filter(pl.col("market_ticker").is_in(markets["market_ticker"].to_list()))
               .select("market_ticker", "event_time_ms", *_BOOK_COLUMNS, *names)
               .with_columns(pl.col(names).cast(pl.Float32)))
-    return market_data_from_events(events.collect(), markets, min_events,
-                                   [day.isoformat() for day in lake.partitions("features_events")])
+    tickers = sorted(info)
+    series: dict[str, MarketSeries] = {}
+    for first in range(0, len(tickers), batch_markets):
+        batch = tickers[first:first + batch_markets]
+        frame = events.filter(pl.col("market_ticker").is_in(batch)).collect()
+        series.update(_series_of(frame, {t: info[t] for t in batch}, names, min_events))
+    return _normalised(MarketData(markets=series, feature_names=names,
+                                  partitions=[day.isoformat() for day in lake.partitions("features_events")]))
