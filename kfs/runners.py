@@ -150,6 +150,10 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=terminal, transient=quiet, disable=quiet) as progress:
         task = progress.add_task("materializing", total=steps)
+        if "ingest" in stages:
+            # ingest's steps share the pool `postgres_read`: as many read the recorder as daily runs go at once
+            distributed = settings().executor != "in_process"
+            instance.event_log_storage.set_concurrency_slots("postgres_read", settings().workers if distributed else 1)
         if settings().executor != "in_process":
             return _materialize_distributed(instance, days, stages, tags, progress, task, dbt_log)
         results = []
@@ -198,8 +202,6 @@ def _materialize_distributed(instance, days: list[date], stages: tuple[str, ...]
             return StoredRun.checked(instance, *pool.submit(execute_job_run, name, run_config, run_tags).result())
 
         if "ingest" in stages:
-            # ingest's steps share the pool `postgres_read`: let as many read the recorder as runs go at once
-            instance.event_log_storage.set_concurrency_slots("postgres_read", current.workers)
             progress.update(task, description=f"ingesting {days[0]} .. {days[-1]} ({current.executor}, "
                                               f"{current.workers} at once)")
             runs = [pool.submit(execute_job_run, "ingest_job", run_config, {**tags, "dagster/partition": d.isoformat()})
