@@ -11,7 +11,11 @@ from orchestration.assets.features import (
     resolution_history,
     split_registry,
 )
-from orchestration.assets.ingest import raw_invalid_timestamps, raw_markets, raw_partitioned_assets
+from orchestration.assets.ingest import (
+    raw_invalid_timestamps,
+    raw_markets,
+    raw_partitioned_assets,
+)
 from orchestration.assets.training import (
     policy_validation,
     published_policy,

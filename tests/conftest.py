@@ -89,14 +89,20 @@ def fresh_tables(pg_dsn):
 SMALL_CONFIG = SimulationConfig(markets=12, days=2, seed=11, signal=0.6, start=SMALL_START)
 
 
+def simulated_schema(dsn: str, schema: str, config: SimulationConfig):
+    """`config` simulated into the source tables of `schema`: (tables, simulation summary)."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        tables = schema_tables(schema)
+        create_source_tables(conn, tables)
+        summary = simulate(conn, tables, config, first_session_id=1)
+    return tables, summary
+
+
 @pytest.fixture(scope="session")
 def small_universe(pg_dsn):
     """12 simulated markets over 2 days in schema `small` (shared, read-only for tests)."""
-    with psycopg.connect(pg_dsn) as conn:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS small")
-        tables = schema_tables("small")
-        create_source_tables(conn, tables)
-        summary = simulate(conn, tables, SMALL_CONFIG, first_session_id=1)
+    tables, summary = simulated_schema(pg_dsn, "small", SMALL_CONFIG)
     return {"dsn": pg_dsn, "tables": tables, "config": SMALL_CONFIG, "summary": summary}
 
 

@@ -43,3 +43,29 @@ def test_writes_are_deterministic_and_leave_no_temporaries(tmp_path):
 def test_model_versions_cannot_escape_the_model_folder(tmp_path, version):
     with pytest.raises(ValueError, match="bad model version"):
         Lake(tmp_path).model_version(version)
+
+
+def test_an_s3_lake_lists_reads_and_writes_like_a_local_one(tmp_path, s3_lake):
+    """The same calls on a bucket of a real S3 server (SeaweedFS): the same listing, the same bytes."""
+    local, remote = Lake(tmp_path), Lake(s3_lake)
+    frame = pl.DataFrame({"market_ticker": ["A", "B", "C"], "price": [10, 50, 90]})
+    for lake in (local, remote):
+        for day in (date(2026, 3, 3), date(2026, 3, 1)):
+            lake.write_parquet(frame, lake.raw_partition("trades", day), metadata={"kfs": "1"})
+        lake.write_json(lake.model_registry(), {"versions": [], "aliases": {}})
+    assert remote.partitions("trades") == local.partitions("trades") == [date(2026, 3, 1), date(2026, 3, 3)]
+    day = date(2026, 3, 3)
+    assert remote.raw_partition("trades", day).read_bytes() == local.raw_partition("trades", day).read_bytes()
+    assert remote.read_parquet(remote.raw_partition("trades", day)).equals(frame)
+    assert remote.scan_parquet(remote.partition_files("raw_trades")).select(pl.len()).collect().item() == 6
+    assert remote.parquet_rows(remote.raw_partition("trades", day)) == 3
+    assert remote.size(remote.raw_partition("trades", day)) == local.size(local.raw_partition("trades", day))
+    assert remote.read_json(remote.model_registry()) == {"versions": [], "aliases": {}}
+    assert not remote.exists(remote.raw_partition("trades", date(2026, 3, 2))) and remote.dbt_output_folders() == []
+    remote.remove_dataset("raw_trades")
+    assert remote.partitions("trades") == []
+
+
+def test_a_lake_url_of_another_scheme_is_refused():
+    with pytest.raises(ValueError, match="a local path or s3://bucket/prefix"):
+        Lake("gs://bucket/lake")

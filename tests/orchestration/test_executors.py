@@ -16,9 +16,8 @@ import pytest
 from psycopg import conninfo, sql
 
 from core.catalog import Lake
-from source.ddl import create_source_tables
-from source.simulator import SimulationConfig, simulate
-from tests.conftest import REPO, SMALL_START, schema_tables
+from source.simulator import SimulationConfig
+from tests.conftest import REPO, SMALL_START, simulated_schema
 
 BACKFILL = SimulationConfig(markets=6, days=4, seed=5, signal=0.6, start=SMALL_START)
 LAST_DAY = SMALL_START + timedelta(days=BACKFILL.days - 1)
@@ -27,12 +26,7 @@ LAST_DAY = SMALL_START + timedelta(days=BACKFILL.days - 1)
 @pytest.fixture(scope="module")
 def four_days(pg_dsn):
     """6 markets over 4 days in their own schema, and an empty database for Dagster's storage."""
-    with psycopg.connect(pg_dsn) as conn:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS four_days")
-        tables = schema_tables("four_days")
-        create_source_tables(conn, tables)
-        if not conn.execute("SELECT count(*) FROM four_days.markets").fetchone()[0]:
-            simulate(conn, tables, BACKFILL, first_session_id=1)
+    tables, _ = simulated_schema(pg_dsn, "four_days", BACKFILL)
     params = conninfo.conninfo_to_dict(pg_dsn)
     dagster_db = f"{params['dbname']}_dagster"
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

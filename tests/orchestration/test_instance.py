@@ -5,7 +5,11 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings, SettingsError
-from orchestration.instance import STORAGE_URL_VARIABLE, postgres_url, write_instance_config
+from orchestration.instance import (
+    STORAGE_URL_VARIABLE,
+    postgres_url,
+    write_instance_config,
+)
 
 
 def test_postgres_urls_from_either_dsn_form_quote_the_credentials():

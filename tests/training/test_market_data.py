@@ -4,8 +4,8 @@ import numpy as np
 
 
 def test_loading_in_batches_of_markets_gives_the_arrays_of_one_read(built_store):
-    from training.market_data import load_market_data, market_data_from_events
     from features import store
+    from training.market_data import load_market_data, market_data_from_events
     _, lake, _ = built_store
     new = load_market_data(lake, batch_markets=5)
     markets = store.load_markets(lake)
