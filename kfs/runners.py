@@ -233,8 +233,12 @@ def _run_processes(workers: int, log):
                              initializer=_send_output_to, initargs=(str(log),)) as pool:
         try:
             yield pool
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop_child_processes()  # the runs in flight (Dagster marks them failed) and the local dask workers
+            raise
         except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # a failed or interrupted range starts no more runs
+            pool.shutdown(wait=True, cancel_futures=True)  # a failed range starts no more runs; those in flight end
             raise
 
 
