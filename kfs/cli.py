@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         _watch_interrupts()
         sys.unraisablehook = _quiet_lost_interrupts
         _drop_logged_interrupts()
+        _start_resource_tracker_quietly()
         status = _run(args)
         if status == 130:
             # After an interrupt escaped code that a library ran through PyRun_String, CPython remembers an
@@ -429,6 +430,22 @@ def _interrupt(signum, frame) -> None:
 
 def _is_interrupt(error: BaseException | None) -> bool:
     return isinstance(error, KeyboardInterrupt) or type(error).__name__ == "DagsterExecutionInterruptedError"
+
+
+def _start_resource_tracker_quietly() -> None:
+    """multiprocessing's resource tracker (started by the first library that makes a lock) outlives an
+    interrupted run and reports, on the terminal it inherited, the semaphores it then cleans up (a traceback
+    after `kfs: interrupted`). Start it now with its stderr on /dev/null: its reports are not the user's."""
+    from multiprocessing import resource_tracker
+
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def _drop_logged_interrupts() -> None:

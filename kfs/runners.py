@@ -229,8 +229,12 @@ def _run_processes(workers: int, log):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_send_output_to, initargs=(str(log),)) as pool:
+    from orchestration.executors import output_to
+
+    with output_to(log):  # the pool's queues start multiprocessing's resource tracker, which outlives us
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_send_output_to, initargs=(str(log),))
+    with pool:
         try:
             yield pool
         except KeyboardInterrupt:

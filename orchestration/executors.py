@@ -122,8 +122,12 @@ def dask_scheduler(current: Settings, log: Path) -> Iterator[str | None]:
 
     from dask.distributed import LocalCluster
 
-    logging.getLogger("distributed").setLevel(logging.ERROR)  # the nannies' notices, in this process
-    with _output_to(log):  # the worker processes inherit the descriptors they start with
+    # The scheduler and nannies live in this process and log to its stderr (a worker lost at an interrupt is
+    # a traceback); the terminal keeps the progress bar and one-line errors.
+    for name in ["distributed", *logging.Logger.manager.loggerDict]:
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    with output_to(log):  # the worker processes inherit the descriptors they start with
         cluster = LocalCluster(n_workers=current.workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, host="127.0.0.1")
     with cluster:
@@ -131,8 +135,9 @@ def dask_scheduler(current: Settings, log: Path) -> Iterator[str | None]:
 
 
 @contextlib.contextmanager
-def _output_to(log: Path) -> Iterator[None]:
-    """Point this process's stdout and stderr descriptors at `log` for the block."""
+def output_to(log: Path) -> Iterator[None]:
+    """Point this process's stdout and stderr descriptors at `log` for the block: processes started in it
+    (dask workers, multiprocessing's resource tracker) keep writing there."""
     import os
     import sys
 

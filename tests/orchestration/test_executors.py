@@ -132,39 +132,3 @@ def test_a_bad_scheduler_address_is_one_line(four_days, tmp_path):
     assert done.returncode == 2 and "KFS_DASK_SCHEDULER must be a scheduler address" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
-
-def _processes_with(marker: str) -> list[int]:
-    """Live processes whose environment holds `marker` (the command, its run processes and step workers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-@pytest.mark.slow
-def test_an_interrupted_distributed_backfill_ends_with_130_and_leaves_no_process(four_days, tmp_path):
-    import signal
-    import time
-
-    tables = four_days["tables"]
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("KFS_", "DAGSTER_"))}
-    env.update(KFS_PG_DSN=four_days["dsn"], KFS_LAKE=str(tmp_path / "lake"), KFS_HOME=str(tmp_path / "home"),
-               KFS_TABLE_SNAPSHOTS=tables.snapshots, KFS_TABLE_DELTAS=tables.deltas, KFS_TABLE_TRADES=tables.trades,
-               KFS_TABLE_MARKETS=tables.markets, KFS_EXECUTOR="dask", KFS_WORKERS="2")
-    process = subprocess.Popen([sys.executable, "-m", "kfs.cli", "materialize", "--start", SMALL_START.isoformat(),
-                                "--end", LAST_DAY.isoformat()], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    time.sleep(20)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1] == "kfs: interrupted" and "Traceback" not in err
-    deadline = time.monotonic() + 15
-    while _processes_with(f"KFS_HOME={tmp_path / 'home'}") and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _processes_with(f"KFS_HOME={tmp_path / 'home'}") == []
