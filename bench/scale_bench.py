@@ -30,7 +30,7 @@ DAYS = 7
 BASE_MARKETS = 300
 TRAIN_SECONDS = 60
 STAGES = ("simulate", "ingest", "features", "load_training_data", "train_validate_publish")
-LOAD_SCRIPT = ("import resource, time; from training.market_data import load_market_data; t = time.perf_counter(); "
+LOAD_SCRIPT = ("import time; from training.market_data import load_market_data; t = time.perf_counter(); "
                "data = load_market_data(); print(sum(len(m.time_ms) for m in data.markets.values()), "
                "time.perf_counter() - t)")
 

@@ -13,7 +13,14 @@ from rich.table import Table
 
 from core.postgres import SourceUnavailable, connection, describe_dsn
 from core.settings import SettingsError, settings
-from kfs.runners import CONSOLE_WIDTH, INTERRUPTED, UsageError, failed_checks, parse_day
+from kfs.runners import (
+    CONSOLE_WIDTH,
+    INTERRUPTED,
+    UsageError,
+    failed_checks,
+    one_line,
+    parse_day,
+)
 
 console = Console(stderr=False, soft_wrap=True, width=CONSOLE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -529,7 +536,7 @@ def describe_error(error: BaseException) -> tuple[int, str]:
     if isinstance(error, KeyboardInterrupt):
         return 130, "interrupted"
     if isinstance(error, (UsageError, SettingsError, SourceUnavailable, EmbeddedServerError, RecordingFormatError)):
-        return 2, _one_line(str(error))
+        return 2, one_line(str(error))
     if isinstance(error, OSError) and error.strerror:
         where = f": {error.filename}" if error.filename else ""
         return 1, f"{error.strerror}{where}"
@@ -537,12 +544,12 @@ def describe_error(error: BaseException) -> tuple[int, str]:
         import psycopg
 
         if isinstance(error, psycopg.Error):
-            return 1, "PostgreSQL: " + _redacted(_one_line(str(error)))
+            return 1, "PostgreSQL: " + _redacted(one_line(str(error)))
     except ImportError:  # pragma: no cover - psycopg is a dependency
         pass
     if isinstance(error, ValueError):
-        return 2, _redacted(_one_line(str(error)))
-    return 1, _redacted(f"{type(error).__name__}: {_one_line(str(error))}") + " (run with --debug for the traceback)"
+        return 2, _redacted(one_line(str(error)))
+    return 1, _redacted(f"{type(error).__name__}: {one_line(str(error))}") + " (run with --debug for the traceback)"
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -559,9 +566,6 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "(no message)"
 
 
 def _redacted(text: str) -> str:

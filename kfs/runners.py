@@ -247,12 +247,9 @@ def _run_processes(workers: int, log):
 
 
 def _send_output_to(log: str) -> None:
-    import os
+    from orchestration.executors import point_output_at
 
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    point_output_at(log)
 
 
 class RunFailed(RuntimeError):
@@ -287,10 +284,11 @@ def _first_failure(result, job_name: str) -> str:
 def _innermost(error) -> str:
     while error.cause is not None:
         error = error.cause
-    return f"{error.cls_name}: {_first_line(error.message).removeprefix(f'{error.cls_name}: ')}"
+    return f"{error.cls_name}: {one_line(error.message).removeprefix(f'{error.cls_name}: ')}"
 
 
-def _first_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """The first non-empty line of an error message (every failure is one line on the terminal)."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[0] if lines else "(no message)"
 

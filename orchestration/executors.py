@@ -144,16 +144,24 @@ def output_to(log: Path) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        os.dup2(target, 1)
-        os.dup2(target, 2)
+        point_output_at(log)
         yield
     finally:
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
-        for fd in (*saved, target):
+        for fd in saved:
             os.close(fd)
+
+
+def point_output_at(log: Path | str) -> None:
+    """This process's stdout and stderr descriptors write to `log` from now on (appended, owner-only)."""
+    import os
+
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    os.close(target)
 
 
 def reconstructable_job(name: str):
