@@ -24,13 +24,17 @@ deterministic (same table, same bytes), so re-running a partition replaces it wi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import polars as pl
 import pyarrow as pa
@@ -101,12 +105,6 @@ class Lake:
 
     def __repr__(self) -> str:
         return f"Lake({str(self.root)!r})"
-
-    def require_local(self, what: str) -> None:
-        """Stages that still need a local lake (the model registry) refuse an object-storage one in one line."""
-        if self.remote:
-            raise ValueError(f"{what} needs a local lake for now: KFS_LAKE={self.root} is on object storage "
-                             "(the model registry is not there yet)")
 
     def check_reachable(self) -> None:
         """A one-line error now, instead of one per step later, when the bucket is missing or unreachable."""
@@ -186,6 +184,23 @@ class Lake:
     def candidate(self) -> Path:
         return self.model_root() / "candidates" / "latest"
 
+    def local_cache(self, kind: str) -> Path:
+        """Local folder for data derived from this lake or copied out of it (`kind`: training_arrays, for
+        training/market_data.py; lake_files, for `local_copy`): under `$KFS_CACHE`, one folder per lake, since
+        memory maps and TorchScript need local files even when the lake is a bucket."""
+        from core.settings import settings
+
+        lake_id = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        return settings().cache / kind / lake_id
+
+    def fingerprint(self, path: Path) -> str:
+        """Size and modification time of a file: what changes when it is rewritten (keys derived caches)."""
+        if self.remote:
+            info = self.fs.info(path.path)
+            return f"{info['size']}:{info.get('ETag') or info.get('LastModified')}"
+        stat = Path(path).stat()
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
     def dbt_output_folders(self) -> list[Path]:
         """Folders dbt's external models write into (DuckDB's COPY does not create them; object storage has
         no folders to create)."""
@@ -241,17 +256,96 @@ class Lake:
         return json.loads(Path(path).read_text())
 
     def write_json(self, path: Path, payload: dict) -> None:
-        encoded = (json.dumps(payload, indent=2, default=str) + "\n").encode()
+        encoded = _json_bytes(payload)
         if self.remote:
             self._put(path, encoded)
         else:
             write_bytes_atomic(path, encoded)
+
+    def read_bytes(self, path: Path) -> bytes:
+        return self.fs.cat_file(path.path) if self.remote else Path(path).read_bytes()
+
+    def update_json(self, path: Path, change: Callable[[dict | None], dict], attempts: int = 20) -> dict:
+        """Read-modify-write of a small JSON document that never loses a concurrent writer's change: `change`
+        gets the current content (None if there is none) and returns the new one. Locally under an exclusive
+        lock; on object storage with a conditional PUT (If-Match the ETag that was read, If-None-Match: * for
+        a new object), read again and retried when another writer won."""
+        if not self.remote:
+            from core.locks import exclusive
+
+            with exclusive(f"lake-json-{hashlib.sha256(str(path).encode()).hexdigest()[:16]}"):
+                updated = change(self.read_json(path) if Path(path).exists() else None)
+                self.write_json(path, updated)
+                return updated
+        bucket, key = path.path.split("/", 1)
+        for _ in range(attempts):
+            try:
+                # The ETag first, then the content: if another writer comes between the two, the content is
+                # newer than the ETag and the conditional PUT below fails, so nothing is lost either way.
+                condition = {"IfMatch": self.fs.call_s3("head_object", Bucket=bucket, Key=key)["ETag"]}
+                updated = change(json.loads(self.fs.cat_file(path.path)))
+            except FileNotFoundError:
+                condition, updated = {"IfNoneMatch": "*"}, change(None)
+            try:
+                self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=_json_bytes(updated), **condition)
+                return updated
+            except OSError as error:
+                if "pre-condition" not in str(error) and "PreconditionFailed" not in str(error):
+                    raise
+        raise RuntimeError(f"{path}: {attempts} concurrent writers in a row won the race; giving up")
+
+    @contextmanager
+    def local_folder(self, folder: Path, last: tuple[str, ...] = ()) -> Iterator[Path]:
+        """A local folder that stands for the lake's `folder` while a block writes files into it: the folder
+        itself on a local lake; on object storage a temporary copy of what is there, uploaded file by file
+        (one PUT each; the files named in `last` after the others, so a manifest appears after what it
+        describes) when the block ends without error, and nothing uploaded when it fails."""
+        if not self.remote:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            yield Path(folder)
+            return
+        with tempfile.TemporaryDirectory(prefix="kfs-stage-") as staging:
+            local = Path(staging)
+            if self.fs.exists(folder.path):
+                self.fs.get(f"{folder.path}/", f"{local}/", recursive=True)
+            downloaded = _file_states(local)
+            yield local
+            written = [p for p, state in _file_states(local).items() if downloaded.get(p) != state]
+            for file in sorted(written, key=lambda p: (p.name in last, str(p))):
+                self._put(folder / file.relative_to(local).as_posix(), file.read_bytes())
+
+    def local_copy(self, folder: Path) -> Path:
+        """The files of the lake's `folder` on local disk: the folder itself on a local lake; on object storage
+        a copy under `$KFS_CACHE` (downloaded once; readers verify what they load, e.g. by checksums)."""
+        if not self.remote:
+            return Path(folder)
+        target = self.local_cache("lake_files") / folder.path
+        if not target.exists():
+            partial = target.with_name(f"{target.name}{_TMP_MARK}{os.getpid()}")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            self.fs.get(f"{folder.path}/", f"{partial}/", recursive=True)
+            os.replace(partial, target)
+        return target
 
     def _put(self, path, payload: bytes) -> int:
         """One PUT (a multipart upload for large objects, completed in one call): readers see the old object
         or the new one, never part of one; no temporaries to clean after a kill."""
         self.fs.pipe_file(path.path, payload)
         return len(payload)
+
+
+def _file_states(folder: Path) -> dict[Path, tuple[int, int]]:
+    """(size, modification time) of every file under `folder`: what tells a file written since apart."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def _json_bytes(payload: dict) -> bytes:
+    return (json.dumps(payload, indent=2, default=str) + "\n").encode()
+
+
+def write_json_atomic(path: Path, payload: dict) -> int:
+    return write_bytes_atomic(path, _json_bytes(payload))
 
 
 def _endpoint_for_messages() -> str:

@@ -43,6 +43,7 @@ class Settings:
     lake: str = "lake"
     home: Path = Path(".kfs")
     warehouse: Path | None = None
+    cache: Path | None = None
     partitions_start: date = date(2026, 1, 1)
     tables: SourceTables = SourceTables()
     quarantine_max_share: float = 0.01
@@ -79,8 +80,9 @@ class Settings:
     def _resolved(self) -> "Settings":
         home = self.home.absolute()
         warehouse = (self.warehouse or home / "warehouse.duckdb").absolute()
+        cache = (self.cache or home / "cache").absolute()
         lake = self.lake if "://" in self.lake else str(Path(self.lake).absolute())
-        resolved = replace(self, home=home, warehouse=warehouse, lake=lake)
+        resolved = replace(self, home=home, warehouse=warehouse, cache=cache, lake=lake)
         if resolved.env == "prod" and not resolved.pg_dsn:
             raise SettingsError("KFS_ENV=prod needs KFS_PG_DSN: production never starts the embedded PostgreSQL")
         if resolved.dask_scheduler and not resolved.dask_scheduler.startswith(("tcp://", "tls://", "inproc://")):
@@ -208,6 +210,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("KFS_LAKE", "lake", _lake, "`./lake`", "root of the parquet lake: a local path or `s3://bucket/prefix`"),
     Variable("KFS_HOME", "home", _path, "`./.kfs`", "state of this checkout: embedded server, Dagster instance, locks, logs"),
     Variable("KFS_WAREHOUSE", "warehouse", _path, "`$KFS_HOME/warehouse.duckdb`", "DuckDB file that holds dbt's views"),
+    Variable("KFS_CACHE", "cache", _path, "`$KFS_HOME/cache`",
+             "local disk for derived data: the memory-mapped training arrays (about 220 bytes per event, one "
+             "version per lake)"),
     Variable("KFS_PARTITIONS_START", "partitions_start", _day, "`2026-01-01`",
              "first daily partition; rows before it are quarantined as `invalid_timestamp`"),
     Variable("KFS_TABLE_SNAPSHOTS", "tables.snapshots", _table, "`rl_orderbook_snapshots`",

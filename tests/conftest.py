@@ -6,6 +6,7 @@ otherwise an embedded server is started in a temporary directory, the same mecha
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -22,6 +23,12 @@ from core.settings import SourceTables
 from core.settings import environment_overrides as temporary_env
 from source.ddl import create_source_tables
 from source.pg_server import EmbeddedServer
+
+# The training arrays derived from the tests' lakes go to a folder of this session (and its subprocesses),
+# not to the checkout's .kfs; it is removed when the session ends.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="kfs-test-cache-")
+os.environ["KFS_CACHE"] = _SESSION_CACHE
+atexit.register(shutil.rmtree, _SESSION_CACHE, True)
 from source.simulator import SimulationConfig, simulate
 
 REPO = Path(__file__).resolve().parent.parent

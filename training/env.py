@@ -137,7 +137,7 @@ class BatchedMarketEnv:
             self.ask[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask[safe], 100).astype(np.int64))
             self.bid_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid_size[safe], 0))
             self.ask_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask_size[safe], 0))
-            filled = market.fill_rows(self.rules.latency_ms)[safe]
+            filled = market.fill_rows(self.rules.latency_ms, safe)
             self.fill_bid[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid[filled], 0).astype(np.int64))
             self.fill_ask[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask[filled], 100).astype(np.int64))
             self.fill_bid_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid_size[filled], 0))

@@ -13,6 +13,7 @@ everything, because markets are the independent unit:
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from typing import Callable
 
@@ -22,7 +23,7 @@ import torch
 from scipy import stats
 
 from training.env import BatchedMarketEnv, TradingRules
-from training.episodes import Episode, market_windows
+from training.episodes import market_windows
 from training.market_data import MarketData
 
 ActionFn = Callable[[torch.Tensor, torch.Tensor, BatchedMarketEnv], torch.Tensor]
@@ -35,10 +36,11 @@ def play(data: MarketData, split: str, act: ActionFn, rules: TradingRules = Trad
     """P&L per (market, window) of `act` on every market of `split` (or the given ones), with each window's
     path extremes (for drawdowns)."""
     chosen = [m for m in sorted(data.of_split(split), key=lambda m: m.ticker) if markets is None or m.ticker in markets]
-    windows: list[Episode] = [w for m in chosen for w in market_windows(m)]
+    # Windows are cut a batch at a time: their index arrays, made all at once, would grow with the history.
+    windows = (w for m in chosen for w in market_windows(m))
     rows = []
-    for start in range(0, len(windows), batch):
-        chunk = windows[start:start + batch]
+    start = 0
+    while chunk := list(itertools.islice(windows, batch)):
         queue = iter(chunk)
         env = BatchedMarketEnv(data, lambda _, queue=queue: next(queue), len(chunk), rules=rules, auto_reset=False, device=device)
         n = len(chunk)
@@ -65,6 +67,7 @@ def play(data: MarketData, split: str, act: ActionFn, rules: TradingRules = Trad
             rows.append({"market_ticker": episode.tickers[0], "window": start + k, "pnl_cents": int(pnl[k]),
                          "orders": int(orders[k]), "steps": episode.steps, "peak_cents": int(peak[k]),
                          "low_cents": int(low[k]), "drawdown_cents": int(drawdown[k])})
+        start += len(chunk)
     return pl.DataFrame(rows, schema={"market_ticker": pl.String, "window": pl.Int64, "pnl_cents": pl.Int64,
                                       "orders": pl.Int64, "steps": pl.Int64, "peak_cents": pl.Int64,
                                       "low_cents": pl.Int64, "drawdown_cents": pl.Int64})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -24,17 +25,10 @@ HORIZONS = (10, 40, 160)   # events ahead
 TARGET_SCALE = 10.0        # targets are learned in tenths of a probability: unit-scale for the loss
 
 
-def forward_mid_moves(market: MarketSeries, horizons: tuple[int, ...] = HORIZONS) -> np.ndarray:
-    """float32 [n, len(horizons)]: mid h events later minus the mid now, in probability. Past the last event
+def forward_mid_moves(market: MarketSeries) -> np.ndarray:
+    """float32 [n, len(HORIZONS)]: mid h events later minus the mid now, in probability. Past the last event
     the later value is the settlement (1 or 0) if the market settled, else the last mid."""
-    mid = (market.bid.astype(np.float64) + market.ask.astype(np.float64)) / 200.0
-    n = len(mid)
-    final = (1.0 if market.outcome_yes else 0.0) if market.settled_ms is not None else (mid[-1] if n else 0.0)
-    moves = np.empty((n, len(horizons)), dtype=np.float32)
-    for k, h in enumerate(horizons):
-        later = np.arange(n) + h
-        moves[:, k] = np.where(later < n, mid[np.minimum(later, n - 1)], final) - mid
-    return moves
+    return MarketRows([market]).take(np.arange(len(market.time_ms)))[1].numpy()
 
 
 class Forecaster(nn.Module):
@@ -68,26 +62,81 @@ class ForecastConfig:
     max_rows: int = 4_000_000      # training rows sampled per epoch at most (memory and time)
 
 
-def _rows(markets: list[MarketSeries]) -> tuple[torch.Tensor, torch.Tensor]:
-    if not markets:
-        raise ValueError("no training markets to fit the forecaster on")
-    features = torch.from_numpy(np.concatenate([m.features for m in markets]))
-    targets = torch.from_numpy(np.concatenate([forward_mid_moves(m) for m in markets]))
-    return features, targets
+class MarketRows:
+    """The rows of some markets numbered one after another (market by market, in the given order), read on
+    demand: features and forward-mid-move targets of any positions, without concatenating the markets. With
+    MarketData's flat arrays (the training cache, memory-mapped) a read touches only the rows asked for;
+    markets made one by one (tests) are concatenated once."""
+
+    def __init__(self, markets: list[MarketSeries], arrays: dict[str, np.ndarray] | None = None):
+        self.length = np.array([len(m.time_ms) for m in markets], np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.length)]).astype(np.int64)
+        if arrays is None or any(m.first_row is None for m in markets):
+            arrays = {name: np.concatenate([getattr(m, name) for m in markets]) if markets else np.zeros(0)
+                      for name in ("features", "bid", "ask")}
+            self.first = self.offsets[:-1]
+        else:
+            self.first = np.array([m.first_row for m in markets], np.int64)
+        self.arrays = arrays
+        self.final = np.array([_final_mid(m) for m in markets], np.float64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def take(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features float32 [k, F], targets float32 [k, H]) of the rows at `positions`; the targets are
+        `forward_mid_moves` of those rows."""
+        positions = np.asarray(positions, np.int64)
+        owner = np.searchsorted(self.offsets, positions, side="right") - 1
+        local = positions - self.offsets[owner]
+        rows = self.first[owner] + local
+        mid = self._mid(rows)
+        targets = np.empty((len(rows), len(HORIZONS)), np.float32)
+        for k, h in enumerate(HORIZONS):
+            inside = local + h < self.length[owner]
+            targets[:, k] = np.where(inside, self._mid(np.where(inside, rows + h, rows)), self.final[owner]) - mid
+        return torch.from_numpy(self.arrays["features"][rows]), torch.from_numpy(targets)
+
+    def blocks(self, size: int = 1 << 16) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every row, `size` at a time, in order."""
+        for start in range(0, len(self), size):
+            yield self.take(np.arange(start, min(start + size, len(self))))
+
+    def _mid(self, rows: np.ndarray) -> np.ndarray:
+        return (self.arrays["bid"][rows].astype(np.float64) + self.arrays["ask"][rows].astype(np.float64)) / 200.0
+
+
+def _final_mid(market: MarketSeries) -> float:
+    """The value a forward move ends at past the market's last event: its settlement, else its last mid."""
+    if market.settled_ms is not None:
+        return 1.0 if market.outcome_yes else 0.0
+    return (float(market.bid[-1]) + float(market.ask[-1])) / 200.0 if len(market.bid) else 0.0
 
 
 def _loss(model: Forecaster, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nn.functional.huber_loss(model.net(model.normalise(features)), targets * TARGET_SCALE, delta=1.0)
 
 
-def held_out_fit(model: Forecaster, features: torch.Tensor, targets: torch.Tensor, chunk: int = 1 << 16) -> dict:
-    """Huber loss and R^2 per horizon on rows the model did not train on."""
+def held_out_fit(model: Forecaster, rows: MarketRows, device: torch.device | str = "cpu", chunk: int = 1 << 16) -> dict:
+    """Huber loss and R^2 per horizon on rows the model did not train on, read `chunk` rows at a time (sums in
+    float64, so the figures do not depend on the chunking)."""
+    horizons = len(HORIZONS)
+    loss_sum, count = 0.0, 0
+    residual, target_sum, target_squares = (torch.zeros(horizons, dtype=torch.float64) for _ in range(3))
     with torch.no_grad():
-        predicted = torch.cat([model(features[i:i + chunk]) for i in range(0, len(features), chunk)])
-        residual = ((predicted - targets) ** 2).mean(0)
-        variance = targets.var(0).clamp(min=1e-12)
-        loss = float(nn.functional.huber_loss(predicted * TARGET_SCALE, targets * TARGET_SCALE, delta=1.0))
-    return {"loss": loss, "r2": {f"{h}_events": float(1 - residual[k] / variance[k]) for k, h in enumerate(HORIZONS)}}
+        for features, targets in rows.blocks(chunk):
+            predicted = model(features.to(device)).cpu()
+            loss_sum += float(nn.functional.huber_loss(predicted * TARGET_SCALE, targets * TARGET_SCALE, delta=1.0,
+                                                       reduction="sum"))
+            residual += ((predicted - targets).double() ** 2).sum(0)
+            target_sum += targets.double().sum(0)
+            target_squares += (targets.double() ** 2).sum(0)
+            count += len(targets)
+    if count == 0:
+        return {"loss": float("nan"), "r2": {f"{h}_events": float("nan") for h in HORIZONS}}
+    variance = ((target_squares - target_sum ** 2 / count) / max(count - 1, 1)).clamp(min=1e-12)
+    r2 = 1 - (residual / count) / variance
+    return {"loss": loss_sum / (count * horizons), "r2": {f"{h}_events": float(r2[k]) for k, h in enumerate(HORIZONS)}}
 
 
 def fit_forecaster(data: MarketData, config: ForecastConfig = ForecastConfig(), seed: int = 0,
@@ -102,31 +151,32 @@ def fit_forecaster(data: MarketData, config: ForecastConfig = ForecastConfig(), 
     n_held = max(1, int(round(len(train) * config.held_out_share))) if len(train) > 1 else 0
     held = [train[i] for i in order[:n_held]]
     fit = [train[i] for i in order[n_held:]] or held
-    features, targets = _rows(fit)
-    held_features, held_targets = _rows(held) if held else (features[:0], targets[:0])
-    features, targets = features.to(device), targets.to(device)
-    held_features, held_targets = held_features.to(device), held_targets.to(device)
+    if not fit:
+        raise ValueError("no training markets to fit the forecaster on")
+    fit_rows, held_rows = MarketRows(fit, data.arrays), MarketRows(held, data.arrays)
     model = Forecaster(torch.from_numpy(data.mean), torch.from_numpy(data.std), config.hidden).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    best_state, best_loss = copy.deepcopy(model.state_dict()), held_out_fit(model, held_features, held_targets)["loss"]
+    best_state, best_loss = copy.deepcopy(model.state_dict()), held_out_fit(model, held_rows, device)["loss"]
     initial_loss = best_loss
-    rows = min(len(features), config.max_rows)
+    rows = min(len(fit_rows), config.max_rows)
     batches = max(rows // config.batch, 1)
     check_every = max(batches // config.checks_per_epoch, 1)
     steps = checks = 0
     stopped = "epochs"
     for _ in range(config.max_epochs):
-        permutation = torch.randperm(len(features), generator=generator)[:rows].to(device)
+        # One number per training row (8 bytes each) is what still grows with the history: the permutation
+        # that keeps the batches those of earlier versions. The rows themselves are read per batch.
+        permutation = torch.randperm(len(fit_rows), generator=generator)[:rows].numpy()
         for b in range(batches):
-            idx = permutation[b * config.batch:(b + 1) * config.batch]
-            loss = _loss(model, features[idx], targets[idx])
+            features, targets = fit_rows.take(permutation[b * config.batch:(b + 1) * config.batch])
+            loss = _loss(model, features.to(device), targets.to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             steps += 1
             if steps % check_every == 0:
                 checks += 1
-                current = held_out_fit(model, held_features, held_targets)["loss"]
+                current = held_out_fit(model, held_rows, device)["loss"]
                 if current < best_loss:
                     best_loss, best_state = current, copy.deepcopy(model.state_dict())
             if seconds is not None and time.perf_counter() - started > seconds:
@@ -136,8 +186,8 @@ def fit_forecaster(data: MarketData, config: ForecastConfig = ForecastConfig(), 
             break
     model.load_state_dict(best_state)
     model = model.cpu().eval()
-    report = {"train_markets": len(fit), "held_out_markets": len(held), "rows": len(features), "steps": steps,
+    report = {"train_markets": len(fit), "held_out_markets": len(held), "rows": len(fit_rows), "steps": steps,
               "checks": checks, "stopped_by": stopped, "initial_held_out_loss": initial_loss,
-              "held_out": held_out_fit(model, held_features.cpu(), held_targets.cpu()),
+              "held_out": held_out_fit(model, held_rows),
               "seconds": time.perf_counter() - started, "horizons_events": list(HORIZONS)}
     return model, report

@@ -1,21 +1,37 @@
 """Per-market arrays for the simulator: features, book prices and sizes, times, settlement.
 
-Loaded once from the feature store and the markets mart; episodes are cut from these arrays. Market
-identity stays here (for bookkeeping and the split assertion) and never enters an observation.
+Built once per version of the feature store into a local cache of flat column files (one per array, all
+markets back to back) and memory-mapped from there, so the arrays of every market cost address space, not
+memory: training reads the rows it samples, the operating system keeps what it can in its page cache and
+drops it under pressure, and the process's own memory depends on batches and episodes, not on the history
+(docs/scaling.md). Episodes are cut from these arrays. Market identity stays here (for bookkeeping and the
+split assertion) and never enters an observation.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import mmap
+import os
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import polars as pl
 
-from core.catalog import Lake
+from core.catalog import Lake, write_bytes_atomic
+from core.locks import exclusive
 from features import store
 from features.schema import MODEL_FEATURES
 
 _BOOK_COLUMNS = ["best_yes_bid_cents", "best_yes_ask_cents", "best_yes_bid_size", "best_no_bid_size"]
+# The arrays of a market and their types; the cache keeps one flat file per array.
+ARRAY_TYPES = {"time_ms": np.int64, "features": np.float32, "bid": np.int16, "ask": np.int16,
+               "bid_size": np.int64, "ask_size": np.int64}
+CACHE_FORMAT = 1   # bump when the cache's layout or the meaning of its arrays changes
 
 
 @dataclass
@@ -31,14 +47,14 @@ class MarketSeries:
     ask_size: np.ndarray       # int64 [n]
     settled_ms: int | None     # settlement time if settled
     outcome_yes: bool | None
-    _fill_rows: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    first_row: int | None = None   # row of the market's first event in its MarketData's `arrays`, if there
 
-    def fill_rows(self, latency_ms: int) -> np.ndarray:
-        """int64 [n]: the row whose book an order sent at each row meets: the last event of this market
-        at or before the order's arrival, `latency_ms` later (never past the last row)."""
-        if latency_ms not in self._fill_rows:
-            self._fill_rows[latency_ms] = np.searchsorted(self.time_ms, self.time_ms + latency_ms, side="right") - 1
-        return self._fill_rows[latency_ms]
+    def fill_rows(self, latency_ms: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """int64, one per row of `rows` (default: every row): the row whose book an order sent at that row
+        meets: the last event of this market at or before the order's arrival, `latency_ms` later (never
+        past the last row). Computed on demand: a cache of it would grow with the history."""
+        sent = self.time_ms if rows is None else self.time_ms[rows]
+        return np.searchsorted(self.time_ms, sent + latency_ms, side="right") - 1
 
 
 @dataclass
@@ -48,6 +64,9 @@ class MarketData:
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     std: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
     partitions: list[str] = field(default_factory=list)
+    # Every market's rows back to back, per array (the markets' arrays are views of these); None when the
+    # markets were made one by one.
+    arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def of_split(self, split: str) -> list[MarketSeries]:
         return [m for m in self.markets.values() if m.split == split]
@@ -71,12 +90,18 @@ def market_series(ticker: str, part: pl.DataFrame, info: dict, names: list[str])
 
 def market_data_from_events(events: pl.DataFrame, markets: pl.DataFrame, min_events: int = 50,
                             partitions: list[str] | None = None) -> MarketData:
-    """MarketData from event rows and one row per market (market_ticker, split, volatility_class, settled_ts,
-    result); normalisation statistics from the training markets."""
+    """MarketData in memory from event rows and one row per market (market_ticker, split, volatility_class,
+    settled_ts, result); normalisation statistics from the training markets. For small universes and tests;
+    `load_market_data` is the one for the lake."""
     info = {row["market_ticker"]: row for row in markets.iter_rows(named=True)}
     names = list(MODEL_FEATURES)
-    return _normalised(MarketData(markets=_series_of(events, info, names, min_events), feature_names=names,
-                                  partitions=partitions or []))
+    series = list(_series_of(events, info, names, min_events).values())
+    arrays = {name: np.concatenate([getattr(m, name) for m in series]) if series else _empty(name, len(names))
+              for name in ARRAY_TYPES}
+    index = _index_of(series)
+    mean, std = feature_statistics(_statistics_blocks(index, lambda first, rows: arrays["features"][first:first + rows]),
+                                   len(names))
+    return _assemble(arrays, index, names, mean, std, partitions or [])
 
 
 def _series_of(events: pl.DataFrame, info: dict, names: list[str], min_events: int) -> dict[str, MarketSeries]:
@@ -87,13 +112,58 @@ def _series_of(events: pl.DataFrame, info: dict, names: list[str], min_events: i
             for (ticker,), part in frame.group_by(["market_ticker"], maintain_order=True) if part.height >= min_events}
 
 
-def _normalised(data: MarketData) -> MarketData:
-    names = data.feature_names
-    train = [m.features for m in data.of_split("train")] or [m.features for m in data.markets.values()]
-    stacked = np.concatenate(train) if train else np.zeros((1, len(names)), np.float32)
-    data.mean = stacked.mean(axis=0).astype(np.float32)
-    data.std = np.maximum(stacked.std(axis=0), 1e-3).astype(np.float32)
-    return data
+def _empty(name: str, n_features: int) -> np.ndarray:
+    return np.zeros((0, n_features) if name == "features" else 0, ARRAY_TYPES[name])
+
+
+def _index_of(series: list[MarketSeries], first_row: int = 0) -> list[dict]:
+    """Where each market's rows are in the flat arrays, and what a market is besides its rows."""
+    index = []
+    for market in series:
+        index.append({"ticker": market.ticker, "split": market.split, "volatility_class": market.volatility_class,
+                      "settled_ms": market.settled_ms, "outcome_yes": market.outcome_yes, "first_row": first_row,
+                      "rows": len(market.time_ms)})
+        first_row += len(market.time_ms)
+    return index
+
+
+def _statistics_blocks(index: list[dict], read: Callable[[int, int], np.ndarray]) -> Callable[[], Iterator[np.ndarray]]:
+    """The feature blocks normalisation is computed from: the training markets', else every market's."""
+    chosen = [m for m in index if m["split"] == "train"] or index
+    return lambda: (read(m["first_row"], m["rows"]) for m in chosen)
+
+
+def feature_statistics(blocks: Callable[[], Iterable[np.ndarray]], n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (floor 1e-3) per feature over the rows of `blocks` (called twice: once per
+    pass), one block in memory at a time, sums in float64: however the rows are cut into blocks, the figures
+    agree with float64 arithmetic over all rows to float32 precision (tested). (Until this cache, they were
+    NumPy's float32 mean/std of the concatenated training rows, which differ from these in the 7th digit.)"""
+    total, rows = _float64_sum(blocks(), lambda block: block)
+    if rows == 0:
+        return np.zeros(n_features, np.float32), np.full(n_features, 1e-3, np.float32)
+    mean = total / rows
+    squares, _ = _float64_sum(blocks(), lambda block: np.square(block - mean))
+    return mean.astype(np.float32), np.maximum(np.sqrt(squares / rows), 1e-3).astype(np.float32)
+
+
+def _float64_sum(blocks: Iterable[np.ndarray], term) -> tuple[np.ndarray, int]:
+    total, rows = 0.0, 0
+    for block in blocks:
+        total = total + term(np.asarray(block, np.float64)).sum(axis=0)
+        rows += len(block)
+    return np.asarray(total, np.float64), rows
+
+
+def _assemble(arrays: dict[str, np.ndarray], index: list[dict], names: list[str], mean: np.ndarray, std: np.ndarray,
+              partitions: list[str]) -> MarketData:
+    markets = {}
+    for m in index:
+        rows = slice(m["first_row"], m["first_row"] + m["rows"])
+        markets[m["ticker"]] = MarketSeries(
+            ticker=m["ticker"], split=m["split"], volatility_class=m["volatility_class"],
+            **{name: arrays[name][rows] for name in ARRAY_TYPES},
+            settled_ms=m["settled_ms"], outcome_yes=m["outcome_yes"], first_row=m["first_row"])
+    return MarketData(markets=markets, feature_names=names, mean=mean, std=std, partitions=partitions, arrays=arrays)
 
 
 LOAD_BATCH_MARKETS = 64
@@ -101,23 +171,101 @@ LOAD_BATCH_MARKETS = 64
 
 def load_market_data(lake: Lake | None = None, splits: tuple[str, ...] = ("train", "validation", "test"),
                      min_events: int = 50, batch_markets: int = LOAD_BATCH_MARKETS) -> MarketData:
-    """Every market's arrays, read `batch_markets` markets at a time with only the columns training uses
-    (features already as float32, as the arrays keep them): the rows in flight are one batch's, not the
-    whole history's (partition files are sorted by market, so each batch reads few row groups). The arrays
-    are the ones a single read gives. They themselves still grow with history (about 200 bytes per event);
-    see docs/scaling.md."""
+    """Every market's arrays, memory-mapped from the training cache of the lake's current feature store
+    (built first if this version has none: `batch_markets` markets at a time, with only the columns training
+    uses). The arrays and statistics are the ones one read of every event gives (tested)."""
     lake = lake or Lake()
     markets = store.load_markets(lake).filter(pl.col("split").is_in(list(splits)))
+    files = lake.partition_files("features_events")
+    if not files:
+        raise FileNotFoundError(f"no event features under {lake.location('features_events')}: run `kfs materialize` first")
+    key = _cache_key(lake, files, splits, min_events)
+    root = lake.local_cache("training_arrays")
+    with exclusive(f"training-cache-{root.name}"):
+        folder = root / key
+        if not (folder / "index.json").exists():
+            _build_cache(lake, markets, folder, min_events, batch_markets)
+            _remove_other_versions(root, keep=folder)
+        return open_cache(folder)
+
+
+def _cache_key(lake: Lake, files: list, splits: tuple[str, ...], min_events: int) -> str:
+    """A name for this version of the training arrays: what they are built from and how."""
+    parts = [f"format={CACHE_FORMAT}", f"splits={','.join(splits)}", f"min_events={min_events}",
+             f"features={','.join(MODEL_FEATURES)}", f"markets={lake.fingerprint(lake.location('markets_mart'))}"]
+    parts += [f"{path}={lake.fingerprint(path)}" for path in files]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def _build_cache(lake: Lake, markets: pl.DataFrame, folder: Path, min_events: int, batch_markets: int) -> None:
+    """Write the flat column files a batch of markets at a time, then the statistics and the index; the
+    folder appears whole (built under a temporary name, then renamed) or not at all."""
     info = {row["market_ticker"]: row for row in markets.iter_rows(named=True)}
     names = list(MODEL_FEATURES)
     events = (store.load_events(lake=lake)
               .select("market_ticker", "event_time_ms", *_BOOK_COLUMNS, *names)
               .with_columns(pl.col(names).cast(pl.Float32)))
-    tickers = sorted(info)
-    series: dict[str, MarketSeries] = {}
-    for first in range(0, len(tickers), batch_markets):
-        batch = tickers[first:first + batch_markets]
-        frame = events.filter(pl.col("market_ticker").is_in(batch)).collect()
-        series.update(_series_of(frame, {t: info[t] for t in batch}, names, min_events))
-    return _normalised(MarketData(markets=series, feature_names=names,
-                                  partitions=[day.isoformat() for day in lake.partitions("features_events")]))
+    building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    try:
+        index: list[dict] = []
+        handles = {name: open(building / f"{name}.bin", "wb") for name in ARRAY_TYPES}
+        try:
+            tickers = sorted(info)
+            for first in range(0, len(tickers), batch_markets):
+                batch = tickers[first:first + batch_markets]
+                frame = events.filter(pl.col("market_ticker").is_in(batch)).collect()
+                series = list(_series_of(frame, {t: info[t] for t in batch}, names, min_events).values())
+                for market in series:
+                    for name, handle in handles.items():
+                        handle.write(np.ascontiguousarray(getattr(market, name), ARRAY_TYPES[name]).tobytes())
+                index += _index_of(series, first_row=index[-1]["first_row"] + index[-1]["rows"] if index else 0)
+        finally:
+            for handle in handles.values():
+                handle.close()
+        width = len(names) * np.dtype(np.float32).itemsize
+        mean, std = feature_statistics(_statistics_blocks(index, lambda first, rows: np.fromfile(
+            building / "features.bin", np.float32, count=rows * len(names), offset=first * width).reshape(rows, len(names))),
+            len(names))
+        manifest = {"format": CACHE_FORMAT, "feature_names": names, "markets": index,
+                    "mean": mean.tolist(), "std": std.tolist(),
+                    "partitions": [day.isoformat() for day in lake.partitions("features_events")]}
+        write_bytes_atomic(building / "index.json", json.dumps(manifest).encode())
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(building, folder)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+
+
+def _remove_other_versions(root: Path, keep: Path) -> None:
+    """Older versions of this lake's training arrays (a process still mapping one keeps its pages: unlinked
+    files live until unmapped) and folders of builds that were killed."""
+    for folder in root.iterdir():
+        if folder != keep and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def open_cache(folder: Path) -> MarketData:
+    """The MarketData of a built cache folder, its arrays mapped from the files."""
+    manifest = json.loads((folder / "index.json").read_text())
+    if manifest.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{folder} holds training arrays of format {manifest.get('format')}, not {CACHE_FORMAT}")
+    names = manifest["feature_names"]
+    arrays = {name: _mapped(folder / f"{name}.bin", ARRAY_TYPES[name], len(names) if name == "features" else None)
+              for name in ARRAY_TYPES}
+    return _assemble(arrays, manifest["markets"], names, np.asarray(manifest["mean"], np.float32),
+                     np.asarray(manifest["std"], np.float32), manifest["partitions"])
+
+
+def _mapped(path: Path, dtype, width: int | None) -> np.ndarray:
+    """A private (copy-on-write) map of a column file as a plain, writable array: pages are read when touched
+    and shared with the page cache until written (nothing writes them)."""
+    size = path.stat().st_size
+    if size == 0:
+        return np.zeros((0, width) if width else 0, dtype)
+    with open(path, "rb") as handle:
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    array = np.frombuffer(mapping, dtype=dtype)
+    return array.reshape(-1, width) if width else array

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from core.catalog import Lake, write_bytes_atomic
+from core.catalog import Lake, write_bytes_atomic, write_json_atomic
 from core.settings import settings
 from training import evaluate
 from training.baselines import tuning_sample
@@ -198,23 +198,21 @@ def keep_ppo_if_no_worse(policy: MarketPolicy, warm_state: dict, trader: Forecas
 
 def run_training(lake: Lake, config: TrainingConfig, data: MarketData | None = None, progress=None) -> dict:
     """Train and write the candidate: policy weights (forecaster included), learning curves, the summary."""
-    lake.require_local("training")
     data = data or load_market_data(lake)
     result = train_policy(data, config, progress=progress)
-    folder = lake.candidate()
-    folder.mkdir(parents=True, exist_ok=True)
     weights = io.BytesIO()
     torch.save(result.policy.state_dict(), weights)
-    write_bytes_atomic(folder / "policy_state.pt", weights.getvalue())
     curves = result.ppo.curves
-    curves_png = save_learning_curves(curves, folder / "learning_curves.png")
     summary = {"steps": result.ppo.steps, "seconds": result.stages["seconds"], "device": config.device,
                "steps_per_second": result.ppo.steps_per_second, "episodes": result.ppo.episodes,
                "config": asdict(result.config), "stages": result.stages, "trader": result.trader.as_dict(),
                "train_markets": len(data.of_split("train")), "partitions": data.partitions,
-               "final": curves[-1] if curves else {}, "learning_curves": str(curves_png)}
-    lake.write_json(folder / "training.json", summary)
-    pl.DataFrame(curves).write_csv(folder / "learning_curves.csv")
+               "final": curves[-1] if curves else {}, "learning_curves": str(lake.candidate() / "learning_curves.png")}
+    with lake.local_folder(lake.candidate(), last=("training.json",)) as folder:
+        write_bytes_atomic(folder / "policy_state.pt", weights.getvalue())
+        save_learning_curves(curves, folder / "learning_curves.png")
+        pl.DataFrame(curves).write_csv(folder / "learning_curves.csv")
+        write_json_atomic(folder / "training.json", summary)
     return summary
 
 
@@ -225,7 +223,7 @@ def load_candidate(lake: Lake, data: MarketData) -> tuple[MarketPolicy, Forecast
     tiers = training["stages"].get("complexity_tiers") or {}
     hidden = config["large_hidden"] if tiers.get("kept") == "large" else config["hidden"]
     policy = build_policy(data.feature_names, data.mean, data.std, hidden, forecast_hidden=config["forecast"]["hidden"])
-    policy.load_state_dict(torch.load(lake.candidate() / "policy_state.pt"))
+    policy.load_state_dict(torch.load(io.BytesIO(lake.read_bytes(lake.candidate() / "policy_state.pt"))))
     trader = training["trader"]
     return policy.eval(), ForecastTrader(trader["horizon"], trader["entry_margin"], trader["exit_margin"])
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.catalog import Lake
+from core.catalog import Lake, write_json_atomic
 from features.schema import EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
 from training.policy import GreedyPolicy, MarketPolicy
 from training.spaces import MAX_SLOTS, POSITION_FEATURES
@@ -173,8 +173,31 @@ def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, st
             latency_budget_p99_us: float = LATENCY_BUDGET_P99_US) -> dict:
     """Write artifacts and manifest for a new version, register it, move `production` if the gate passes."""
     version = new_version()
-    folder = lake.model_version(version)
-    folder.mkdir(parents=True, exist_ok=False)
+    if lake.exists(lake.model_version(version) / "manifest.json"):
+        raise FileExistsError(f"model version {version} exists already")
+    with lake.local_folder(lake.model_version(version), last=("manifest.json",)) as folder:
+        manifest = _write_version(folder, version, policy, feature_names, mean, std, partitions, training, validation,
+                                  validation_obs, latency_budget_p99_us)
+    # The registry moves after every file of the version is in place; the update never loses a concurrent
+    # publisher's entry (an exclusive lock locally, a conditional PUT on object storage).
+    promoted = manifest["promotion"]["promoted"]
+
+    def register(registry: dict | None) -> dict:
+        registry = registry or {"versions": [], "aliases": {}}
+        registry["versions"].append({"version": version, "path": version, "created_at": manifest["created_at"],
+                                     "promoted": promoted, "reasons": manifest["promotion"]["reasons"]})
+        if promoted:
+            registry["aliases"][PRODUCTION] = version
+        return registry
+
+    lake.update_json(lake.model_registry(), register)
+    return manifest
+
+
+def _write_version(folder: Path, version: str, policy: MarketPolicy, feature_names: list[str], mean, std,
+                   partitions: list[str], training: dict, validation: dict,
+                   validation_obs: tuple[torch.Tensor, torch.Tensor], latency_budget_p99_us: float) -> dict:
+    """The artifacts of a version in a local folder, checked and measured, then its manifest (written last)."""
     fp32, int8 = script_fp32(policy), script_int8(policy)
     fp32.save(str(folder / "policy_fp32.pt"))
     int8.save(str(folder / "policy_int8.pt"))
@@ -203,11 +226,5 @@ def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, st
         "promotion": {"promoted": decision.promote, "reasons": decision.reasons, "comparisons": decision.comparisons,
                       "non_inferiority_margin_dollars": NON_INFERIORITY_MARGIN},
     }
-    lake.write_json(folder / "manifest.json", manifest)
-    registry = read_registry(lake)
-    registry["versions"].append({"version": version, "path": version, "created_at": manifest["created_at"],
-                                 "promoted": decision.promote, "reasons": decision.reasons})
-    if decision.promote:
-        registry["aliases"][PRODUCTION] = version
-    lake.write_json(lake.model_registry(), registry)
+    write_json_atomic(folder / "manifest.json", manifest)
     return manifest

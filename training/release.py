@@ -8,13 +8,14 @@ candidate and the manifest, so a later evaluation compares with the same rules.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import polars as pl
 import torch
 
-from core.catalog import Lake, write_bytes_atomic
+from core.catalog import Lake, write_bytes_atomic, write_json_atomic
 from training.env import BatchedMarketEnv
 from training.episodes import market_windows
 from training.market_data import MarketData, load_market_data
@@ -38,28 +39,30 @@ def _plots(result: dict, folder: Path) -> list[Path]:
 
 def run_validation(lake: Lake, split: str = "validation", data: MarketData | None = None) -> dict:
     """Score the candidate against every baseline; write `<split>.json` and a markdown report with inline plots."""
-    lake.require_local("validation")
     data = data or load_market_data(lake)
     policy, trader = load_candidate(lake, data)
     tuned = tune_baselines(data)
     result = score(data, split, candidate_actor(policy), tuned, (trader, policy.forecaster))
-    folder = lake.candidate()
-    training = lake.read_json(folder / "training.json")
-    plots = _plots(result, folder)
-    curves = pl.read_csv(folder / "learning_curves.csv").to_dicts() if (folder / "learning_curves.csv").exists() else []
-    if curves:
-        plots.insert(0, save_learning_curves(curves, folder / "learning_curves.png"))
-    markdown = report_markdown(result, plots, training.get("stages"))
-    write_bytes_atomic(folder / f"{split}.md", markdown.encode())
-    result.update({"baselines": tuned.as_dict(), "report": str(folder / f"{split}.md"), "plots": [str(p) for p in plots]})
-    lake.write_json(folder / f"{split}.json", result)
+    candidate = lake.candidate()
+    with lake.local_folder(candidate, last=(f"{split}.json",)) as folder:
+        training = json.loads((folder / "training.json").read_text())
+        plots = _plots(result, folder)
+        curves = pl.read_csv(folder / "learning_curves.csv").to_dicts() if (folder / "learning_curves.csv").exists() else []
+        if curves:
+            plots.insert(0, save_learning_curves(curves, folder / "learning_curves.png"))
+        markdown = report_markdown(result, plots, training.get("stages"))
+        write_bytes_atomic(folder / f"{split}.md", markdown.encode())
+        result.update({"baselines": tuned.as_dict(), "report": str(candidate / f"{split}.md"),
+                       "plots": [str(candidate / p.name) for p in plots]})
+        write_json_atomic(folder / f"{split}.json", result)
     return result
 
 
 def validation_observations(data: MarketData, split: str = "validation", max_steps: int = 400
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Observations the policy meets on `split` markets, for the int8-versus-float agreement check."""
-    windows = [w for m in sorted(data.of_split(split), key=lambda m: m.ticker) for w in market_windows(m)][:32]
+    windows = list(itertools.islice((w for m in sorted(data.of_split(split), key=lambda m: m.ticker)
+                                     for w in market_windows(m)), 32))
     queue = iter(windows)
     env = BatchedMarketEnv(data, lambda _: next(queue), len(windows), auto_reset=False)
     observations, lives = [], []
@@ -72,7 +75,6 @@ def validation_observations(data: MarketData, split: str = "validation", max_ste
 
 
 def run_publish(lake: Lake, data: MarketData | None = None) -> dict:
-    lake.require_local("publication")
     data = data or load_market_data(lake)
     policy, _ = load_candidate(lake, data)
     folder = lake.candidate()

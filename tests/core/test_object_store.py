@@ -1,5 +1,5 @@
 """The object-storage lake's edges against a real S3 server (SeaweedFS): every misconfiguration is one line
-without a secret; stages that still need a local lake say so; the dev server's command line."""
+without a secret; the dev server's command line."""
 
 from __future__ import annotations
 
@@ -39,12 +39,6 @@ def test_a_misconfigured_s3_lake_is_one_line_without_the_secret(case, small_env,
                 "nothing listening": "object storage unreachable at AWS_ENDPOINT_URL=http://127.0.0.1:9"}[case]
     assert expected in line, line
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in done.stdout + done.stderr and "not-the-secret" not in line
-
-
-def test_training_on_an_s3_lake_refuses_in_one_line(small_env, object_store, s3_lake, tmp_path):
-    done = kfs("train", "--seconds", "5", env={"KFS_LAKE": s3_lake}, home=tmp_path)
-    assert done.returncode == 2
-    assert "training needs a local lake for now" in one_line(done)
 
 
 def test_objectstore_commands_start_serve_and_stop_a_server(tmp_path):

@@ -22,7 +22,7 @@ def test_defaults_resolve_to_absolute_paths_under_the_working_directory(tmp_path
     current = Settings.from_env({})
     assert current.env == "local" and current.pg_dsn is None
     assert current.lake == str(tmp_path / "lake") and current.home == tmp_path / ".kfs"
-    assert current.warehouse == tmp_path / ".kfs" / "warehouse.duckdb"
+    assert current.warehouse == tmp_path / ".kfs" / "warehouse.duckdb" and current.cache == tmp_path / ".kfs" / "cache"
     assert current.partitions_start == date(2026, 1, 1) and current.tables == SourceTables()
     assert current.train_seconds is None and current.train_device == "auto"
 

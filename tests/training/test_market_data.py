@@ -1,9 +1,24 @@
-"""Training data loaded a few markets at a time equals one read of every event."""
+"""Training data: the memory-mapped cache equals one read of every event, is built once per feature-store
+version, and the forecaster reads rows from it without concatenating markets."""
+
+import json
+import mmap
+import os
 
 import numpy as np
+import pytest
+
+from tests.training.synthetic import synthetic_market
 
 
-def test_loading_in_batches_of_markets_gives_the_arrays_of_one_read(built_store):
+def _mapped(array: np.ndarray) -> bool:
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(base, mmap.mmap) or (isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap))
+
+
+def test_the_cache_gives_the_arrays_and_statistics_of_one_read(built_store):
     from features import store
     from training.market_data import load_market_data, market_data_from_events
     _, lake, _ = built_store
@@ -15,5 +30,104 @@ def test_loading_in_batches_of_markets_gives_the_arrays_of_one_read(built_store)
         a, b = new.markets[k], old.markets[k]
         for f in ("features", "time_ms", "bid", "ask", "bid_size", "ask_size"):
             assert np.array_equal(getattr(a, f), getattr(b, f)), f
+            assert _mapped(getattr(a, f)), f"{f} of {k} is not memory-mapped"
         assert a.features.dtype == np.float32 and (a.settled_ms, a.outcome_yes, a.split) == (b.settled_ms, b.outcome_yes, b.split)
     assert np.array_equal(new.mean, old.mean) and np.array_equal(new.std, old.std) and new.partitions
+    # The statistics agree with NumPy's over the concatenated training rows to float32 precision.
+    train = np.concatenate([m.features for m in old.of_split("train")]).astype(np.float64)
+    assert np.allclose(new.mean, train.mean(0), rtol=1e-6, atol=1e-6)
+    assert np.allclose(new.std, np.maximum(train.std(0), 1e-3), rtol=1e-5, atol=1e-6)
+
+
+def test_the_cache_is_built_once_per_feature_store_version(built_store, tmp_path):
+    import shutil
+
+    from core.catalog import Lake
+    from core.settings import environment_overrides
+    from training.market_data import load_market_data
+
+    _, source, _ = built_store
+    lake = Lake(tmp_path / "lake")
+    shutil.copytree(source.root, lake.root)
+    with environment_overrides(KFS_CACHE=str(tmp_path / "cache")):
+        first = load_market_data(lake)
+        (version,) = [p for p in lake.local_cache("training_arrays").iterdir()]
+        built = (version / "index.json").stat().st_mtime_ns
+        again = load_market_data(lake)
+        assert [p for p in lake.local_cache("training_arrays").iterdir()] == [version]
+        assert (version / "index.json").stat().st_mtime_ns == built, "an unchanged store rebuilt its cache"
+        assert np.array_equal(again.mean, first.mean)
+        # A partition rewritten (here: the same bytes, a new time) is a new version; the old one is removed.
+        day = lake.partition_files("features_events")[0]
+        os.utime(day, ns=(day.stat().st_atime_ns, day.stat().st_mtime_ns + 10**9))
+        load_market_data(lake)
+        (newer,) = [p for p in lake.local_cache("training_arrays").iterdir()]
+        assert newer != version
+        manifest = json.loads((newer / "index.json").read_text())
+        assert sum(m["rows"] for m in manifest["markets"]) * 4 * len(manifest["feature_names"]) == \
+            (newer / "features.bin").stat().st_size
+
+
+def test_a_killed_build_leaves_no_version_behind(built_store, tmp_path, monkeypatch):
+    import shutil
+
+    from core.catalog import Lake
+    from core.settings import environment_overrides
+    from training import market_data
+
+    _, source, _ = built_store
+    lake = Lake(tmp_path / "lake")
+    shutil.copytree(source.root, lake.root)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with environment_overrides(KFS_CACHE=str(tmp_path / "cache")):
+        monkeypatch.setattr(market_data, "feature_statistics", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            market_data.load_market_data(lake)
+        assert not list(lake.local_cache("training_arrays").iterdir())
+        monkeypatch.undo()
+        assert market_data.load_market_data(lake).markets
+
+
+def test_market_rows_read_what_concatenated_markets_hold(built_store):
+    from training.forecast import MarketRows, forward_mid_moves
+    from training.market_data import load_market_data
+    _, lake, _ = built_store
+    data = load_market_data(lake)
+    chosen = data.of_split("train")[::2]
+    features = np.concatenate([m.features for m in chosen])
+    targets = np.concatenate([forward_mid_moves(m) for m in chosen])
+    positions = np.random.default_rng(0).integers(0, len(features), 5000)
+    for rows in (MarketRows(chosen, data.arrays), MarketRows(chosen)):   # the cache's arrays, and one by one
+        assert len(rows) == len(features)
+        got_features, got_targets = rows.take(positions)
+        assert np.array_equal(got_features.numpy(), features[positions])
+        assert np.array_equal(got_targets.numpy(), targets[positions])
+
+
+def test_forward_moves_at_any_row_match_the_definition():
+    from training.forecast import HORIZONS, MarketRows
+
+    market = synthetic_market("S", 300, settled_ms=299_000, outcome=False)
+    market.bid[:] = np.arange(300) % 90 + 1
+    market.ask[:] = market.bid + 2
+    mid = (market.bid.astype(np.float64) + market.ask) / 200.0
+    _, targets = MarketRows([market]).take(np.array([0, 5, 150, 299]))
+    for k, h in enumerate(HORIZONS):
+        expected = [(mid[r + h] if r + h < 300 else 0.0) - mid[r] for r in (0, 5, 150, 299)]
+        assert np.allclose(targets[:, k].numpy(), expected, atol=1e-7)
+
+
+def test_statistics_do_not_depend_on_how_rows_are_cut():
+    from training.market_data import feature_statistics
+
+    rng = np.random.default_rng(1)
+    rows = (rng.standard_normal((20_000, 6)) * [1, 10, 1e3, 1e-4, 0, 5] + [0, 3, 1e4, 0, 7, -2]).astype(np.float32)
+    whole = feature_statistics(lambda: iter([rows]), 6)
+    cut = feature_statistics(lambda: iter(np.array_split(rows, 37)), 6)
+    assert np.allclose(whole[0], cut[0], rtol=1e-7, atol=0) and np.allclose(whole[1], cut[1], rtol=1e-7, atol=0)
+    assert np.allclose(whole[0], rows.astype(np.float64).mean(0), rtol=1e-6, atol=1e-9)
+    assert whole[1][4] == np.float32(1e-3)            # a constant feature gets the floor
+    assert np.array_equal(feature_statistics(lambda: iter([]), 3)[0], np.zeros(3, np.float32))
