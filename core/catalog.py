@@ -271,9 +271,10 @@ class Lake:
         lock; on object storage with a conditional PUT (If-Match the ETag that was read, If-None-Match: * for
         a new object), read again and retried when another writer won."""
         if not self.remote:
-            from core.locks import exclusive
+            from core.locks import exclusive_file
 
-            with exclusive(f"lake-json-{hashlib.sha256(str(path).encode()).hexdigest()[:16]}"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with exclusive_file(Path(path).with_name(f".{Path(path).name}.lock")):
                 updated = change(self.read_json(path) if Path(path).exists() else None)
                 self.write_json(path, updated)
                 return updated
@@ -325,6 +326,9 @@ class Lake:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
             self.fs.get(f"{folder.path}/", f"{partial}/", recursive=True)
+            if not any(partial.iterdir()):
+                partial.rmdir()
+                raise FileNotFoundError(f"{folder} holds no files")
             os.replace(partial, target)
         return target
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from core.settings import settings
@@ -16,7 +17,15 @@ from core.settings import settings
 def exclusive(name: str) -> Iterator[None]:
     folder = settings().home / "locks"
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    with exclusive_file(folder / f"{name}.lock"):
+        yield
+
+
+@contextmanager
+def exclusive_file(lock_path: Path) -> Iterator[None]:
+    """An exclusive lock on `lock_path` (created if missing), for writers that share a folder rather than
+    a `$KFS_HOME` (a local lake used by processes of several checkouts)."""
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

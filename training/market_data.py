@@ -166,7 +166,7 @@ def _assemble(arrays: dict[str, np.ndarray], index: list[dict], names: list[str]
     return MarketData(markets=markets, feature_names=names, mean=mean, std=std, partitions=partitions, arrays=arrays)
 
 
-LOAD_BATCH_MARKETS = 64
+LOAD_BATCH_MARKETS = 16   # the build's memory grows with the batch (decoded row groups and copies per market)
 
 
 def load_market_data(lake: Lake | None = None, splits: tuple[str, ...] = ("train", "validation", "test"),
@@ -215,7 +215,9 @@ def _build_cache(lake: Lake, markets: pl.DataFrame, folder: Path, min_events: in
             tickers = sorted(info)
             for first in range(0, len(tickers), batch_markets):
                 batch = tickers[first:first + batch_markets]
-                frame = events.filter(pl.col("market_ticker").is_in(batch)).collect()
+                # A range of sorted tickers: Polars prunes row groups by their min/max (partition files are sorted by
+                # market), which it does not for `is_in`; `_series_of` keeps only the batch's markets.
+                frame = events.filter(pl.col("market_ticker").is_between(pl.lit(batch[0]), pl.lit(batch[-1]))).collect()
                 series = list(_series_of(frame, {t: info[t] for t in batch}, names, min_events).values())
                 for market in series:
                     for name, handle in handles.items():

@@ -159,9 +159,13 @@ def behaviour_sample(model: torch.jit.ScriptModule, obs: torch.Tensor, live: tor
     return {"obs": obs[order].clone(), "live": live[order].clone(), "actions": actions[order].clone()}
 
 
+def empty_registry() -> dict:
+    return {"versions": [], "aliases": {}}
+
+
 def read_registry(lake: Lake) -> dict:
     path = lake.model_registry()
-    return lake.read_json(path) if lake.exists(path) else {"versions": [], "aliases": {}}
+    return lake.read_json(path) if lake.exists(path) else empty_registry()
 
 
 def new_version() -> str:
@@ -183,7 +187,7 @@ def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, st
     promoted = manifest["promotion"]["promoted"]
 
     def register(registry: dict | None) -> dict:
-        registry = registry or {"versions": [], "aliases": {}}
+        registry = registry or empty_registry()
         registry["versions"].append({"version": version, "path": version, "created_at": manifest["created_at"],
                                      "promoted": promoted, "reasons": manifest["promotion"]["reasons"]})
         if promoted:
