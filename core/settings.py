@@ -211,7 +211,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("KFS_HOME", "home", _path, "`./.kfs`", "state of this checkout: embedded server, Dagster instance, locks, logs"),
     Variable("KFS_WAREHOUSE", "warehouse", _path, "`$KFS_HOME/warehouse.duckdb`", "DuckDB file that holds dbt's views"),
     Variable("KFS_CACHE", "cache", _path, "`$KFS_HOME/cache`",
-             "local disk for derived data: the memory-mapped training arrays (about 220 bytes per event, one "
+             "local disk for derived data: the memory-mapped training arrays (about 230 bytes per event, one "
              "version per lake)"),
     Variable("KFS_PARTITIONS_START", "partitions_start", _day, "`2026-01-01`",
              "first daily partition; rows before it are quarantined as `invalid_timestamp`"),
