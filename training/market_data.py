@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from core.catalog import Lake, write_bytes_atomic
 from core.locks import exclusive
@@ -72,20 +73,28 @@ class MarketData:
         return [m for m in self.markets.values() if m.split == split]
 
 
-def market_series(ticker: str, part: pl.DataFrame, info: dict, names: list[str]) -> MarketSeries:
-    """One market's arrays from its event rows (sorted by event time) and its markets-mart row."""
+def market_facts(info: dict) -> dict:
+    """What a market is besides its rows, from its markets-mart row: split, class, settlement."""
     settled = info["settled_ts"]
     resolved = info["result"] in ("yes", "no")
-    return MarketSeries(
-        ticker=ticker, split=info["split"], volatility_class=info["volatility_class"],
-        time_ms=part["event_time_ms"].to_numpy(),
-        features=part.select(names).to_numpy().astype(np.float32, copy=False),
-        bid=part["best_yes_bid_cents"].to_numpy().astype(np.int16),
-        ask=part["best_yes_ask_cents"].to_numpy().astype(np.int16),
-        bid_size=part["best_yes_bid_size"].to_numpy(), ask_size=part["best_no_bid_size"].to_numpy(),
-        settled_ms=int(settled.timestamp() * 1000) if settled is not None and resolved else None,
-        outcome_yes=(info["result"] == "yes") if resolved else None,
-    )
+    return {"split": info["split"], "volatility_class": info["volatility_class"],
+            "settled_ms": int(settled.timestamp() * 1000) if settled is not None and resolved else None,
+            "outcome_yes": (info["result"] == "yes") if resolved else None}
+
+
+def event_arrays(part: pl.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
+    """The arrays of event rows (any number of markets), in the cache's types."""
+    return {"time_ms": part["event_time_ms"].to_numpy().astype(np.int64, copy=False),
+            "features": np.ascontiguousarray(part.select(names).to_numpy().astype(np.float32, copy=False)),
+            "bid": part["best_yes_bid_cents"].to_numpy().astype(np.int16),
+            "ask": part["best_yes_ask_cents"].to_numpy().astype(np.int16),
+            "bid_size": part["best_yes_bid_size"].to_numpy().astype(np.int64, copy=False),
+            "ask_size": part["best_no_bid_size"].to_numpy().astype(np.int64, copy=False)}
+
+
+def market_series(ticker: str, part: pl.DataFrame, info: dict, names: list[str]) -> MarketSeries:
+    """One market's arrays from its event rows (sorted by event time) and its markets-mart row."""
+    return MarketSeries(ticker=ticker, **event_arrays(part, names), **market_facts(info))
 
 
 def market_data_from_events(events: pl.DataFrame, markets: pl.DataFrame, min_events: int = 50,
@@ -166,14 +175,11 @@ def _assemble(arrays: dict[str, np.ndarray], index: list[dict], names: list[str]
     return MarketData(markets=markets, feature_names=names, mean=mean, std=std, partitions=partitions, arrays=arrays)
 
 
-LOAD_BATCH_MARKETS = 16   # the build's memory grows with the batch (decoded row groups and copies per market)
-
-
 def load_market_data(lake: Lake | None = None, splits: tuple[str, ...] = ("train", "validation", "test"),
-                     min_events: int = 50, batch_markets: int = LOAD_BATCH_MARKETS) -> MarketData:
+                     min_events: int = 50) -> MarketData:
     """Every market's arrays, memory-mapped from the training cache of the lake's current feature store
-    (built first if this version has none: `batch_markets` markets at a time, with only the columns training
-    uses). The arrays and statistics are the ones one read of every event gives (tested)."""
+    (built first if this version has none, see `_build_cache`). The arrays and statistics are the ones one
+    read of every event gives (tested)."""
     lake = lake or Lake()
     markets = store.load_markets(lake).filter(pl.col("split").is_in(list(splits)))
     files = lake.partition_files("features_events")
@@ -184,7 +190,7 @@ def load_market_data(lake: Lake | None = None, splits: tuple[str, ...] = ("train
     with exclusive(f"training-cache-{root.name}"):
         folder = root / key
         if not (folder / "index.json").exists():
-            _build_cache(lake, markets, folder, min_events, batch_markets)
+            _build_cache(lake, files, markets, folder, min_events)
             _remove_other_versions(root, keep=folder)
         return open_cache(folder)
 
@@ -197,35 +203,36 @@ def _cache_key(lake: Lake, files: list, splits: tuple[str, ...], min_events: int
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
-def _build_cache(lake: Lake, markets: pl.DataFrame, folder: Path, min_events: int, batch_markets: int) -> None:
-    """Write the flat column files a batch of markets at a time, then the statistics and the index; the
-    folder appears whole (built under a temporary name, then renamed) or not at all."""
+READ_ROWS = 1 << 16   # rows of a feature file decoded at a time while the cache is built
+
+
+def _build_cache(lake: Lake, files: list, markets: pl.DataFrame, folder: Path, min_events: int) -> None:
+    """The column files, holding one slice of `READ_ROWS` rows (or one market) in memory, never the history:
+    (1) the market column of every day file gives each market's number of rows and so its place in the
+    output; (2) every day file, a slice at a time, is written run by run (files are sorted by market) into
+    place through a shared map (written pages are the page cache's, not the process's), days in order;
+    (3) a market whose rows are not in event-time order is sorted (stable: what sorting the concatenated
+    rows by market and time gives). Then the statistics and the index. The folder appears whole (built under a
+    temporary name, then renamed) or not at all."""
     info = {row["market_ticker"]: row for row in markets.iter_rows(named=True)}
     names = list(MODEL_FEATURES)
-    events = (store.load_events(lake=lake)
-              .select("market_ticker", "event_time_ms", *_BOOK_COLUMNS, *names)
-              .with_columns(pl.col(names).cast(pl.Float32)))
     building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     try:
-        index: list[dict] = []
-        handles = {name: open(building / f"{name}.bin", "wb") for name in ARRAY_TYPES}
-        try:
-            tickers = sorted(info)
-            for first in range(0, len(tickers), batch_markets):
-                batch = tickers[first:first + batch_markets]
-                # The batch as a range of sorted tickers (`_series_of` drops other markets in it): a predicate row-group
-                # statistics can answer; it measured no different from `is_in` (docs/scaling.md, Memory).
-                frame = events.filter(pl.col("market_ticker").is_between(pl.lit(batch[0]), pl.lit(batch[-1]))).collect()
-                series = list(_series_of(frame, {t: info[t] for t in batch}, names, min_events).values())
-                for market in series:
-                    for name, handle in handles.items():
-                        handle.write(np.ascontiguousarray(getattr(market, name), ARRAY_TYPES[name]).tobytes())
-                index += _index_of(series, first_row=index[-1]["first_row"] + index[-1]["rows"] if index else 0)
-        finally:
-            for handle in handles.values():
-                handle.close()
+        counts = _market_rows(lake, files, set(info))
+        index, first_row = [], 0
+        for ticker in sorted(t for t, rows in counts.items() if rows >= min_events):
+            index.append({"ticker": ticker, **market_facts(info[ticker]), "first_row": first_row, "rows": counts[ticker]})
+            first_row += counts[ticker]
+        columns = _allocated_columns(building, first_row, len(names))
+        _place_rows(lake, files, names, {m["ticker"]: m["first_row"] for m in index}, columns)
+        for market in index:
+            _sort_by_event_time(columns, market["first_row"], market["rows"])
+        for array in columns.values():
+            if isinstance(array, np.memmap):
+                array.flush()
+        del columns
         width = len(names) * np.dtype(np.float32).itemsize
         mean, std = feature_statistics(_statistics_blocks(index, lambda first, rows: np.fromfile(
             building / "features.bin", np.float32, count=rows * len(names), offset=first * width).reshape(rows, len(names))),
@@ -239,6 +246,66 @@ def _build_cache(lake: Lake, markets: pl.DataFrame, folder: Path, min_events: in
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
+
+
+def _market_rows(lake: Lake, files: list, wanted: set[str]) -> dict[str, int]:
+    """Rows per wanted market over every file, from the market column alone."""
+    counts: dict[str, int] = {}
+    for path in files:
+        for frame in _row_slices(lake, path, ["market_ticker"]):
+            for length, ticker in _runs_of(frame):
+                if ticker in wanted:
+                    counts[ticker] = counts.get(ticker, 0) + length
+    return counts
+
+
+def _runs_of(frame: pl.DataFrame) -> Iterator[tuple[int, str]]:
+    """(rows, market) of each run of equal markets, in order."""
+    return frame.select(pl.col("market_ticker").rle()).unnest("market_ticker").iter_rows()
+
+
+def _allocated_columns(folder: Path, rows: int, width: int) -> dict[str, np.ndarray]:
+    """The column files at their final size, mapped for writing (shared: the writes are the files')."""
+    columns = {}
+    for name, dtype in ARRAY_TYPES.items():
+        shape = (rows, width) if name == "features" else (rows,)
+        path = folder / f"{name}.bin"
+        with open(path, "wb") as handle:
+            handle.truncate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        columns[name] = np.memmap(path, dtype, mode="r+", shape=shape) if rows else np.zeros(shape, dtype)
+    return columns
+
+
+def _place_rows(lake: Lake, files: list, names: list[str], first_rows: dict[str, int], columns: dict) -> None:
+    """Every kept market's rows, read a slice at a time, written after the rows of it already placed."""
+    placed = dict.fromkeys(first_rows, 0)
+    for path in files:
+        for frame in _row_slices(lake, path, ["market_ticker", "event_time_ms", *_BOOK_COLUMNS, *names]):
+            offset = 0
+            for length, ticker in _runs_of(frame):
+                if ticker in first_rows:
+                    start = first_rows[ticker] + placed[ticker]
+                    for name, values in event_arrays(frame.slice(offset, length), names).items():
+                        columns[name][start:start + length] = values
+                    placed[ticker] += length
+                offset += length
+
+
+def _sort_by_event_time(columns: dict, first: int, rows: int) -> None:
+    """Put a market's rows in event-time order if they are not (a stable sort: ties keep the file order)."""
+    times = columns["time_ms"][first:first + rows]
+    if rows < 2 or bool(np.all(times[1:] >= times[:-1])):
+        return
+    order = np.argsort(times, kind="stable")
+    for array in columns.values():
+        array[first:first + rows] = array[first:first + rows][order]
+
+
+def _row_slices(lake: Lake, path: Path, columns: list[str]) -> Iterator[pl.DataFrame]:
+    """A feature file's `columns`, `READ_ROWS` rows at a time (a local file or an object)."""
+    with (lake.fs.open(path.path, "rb") if lake.remote else open(path, "rb")) as handle:
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=READ_ROWS, columns=columns):
+            yield pl.from_arrow(batch)
 
 
 def _remove_other_versions(root: Path, keep: Path) -> None:

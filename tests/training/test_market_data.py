@@ -22,7 +22,7 @@ def test_the_cache_gives_the_arrays_and_statistics_of_one_read(built_store):
     from features import store
     from training.market_data import load_market_data, market_data_from_events
     _, lake, _ = built_store
-    new = load_market_data(lake, batch_markets=5)
+    new = load_market_data(lake)
     markets = store.load_markets(lake)
     old = market_data_from_events(store.load_events(lake=lake).collect(), markets, 50)
     assert list(new.markets) == list(old.markets)
