@@ -385,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     if argv is None:
+        _remember_interrupts_in_every_handler()
+        signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
         _watch_interrupts()
         sys.unraisablehook = _quiet_lost_interrupts
@@ -433,6 +435,42 @@ def _run(args) -> int:
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+def _remember_interrupts_in_every_handler() -> None:
+    """Whatever handler SIGINT/SIGTERM has when the signal comes (ours, or Dagster's, which only records it in
+    some sections and forgets it when they end), it first sets INTERRUPTED, so a run whose interrupt was
+    swallowed (by a handler, or as an exception by a library's bare `except:`) still ends with 130. Once a
+    signal was lost with exit 0 although the wakeup fd of `_watch_interrupts` should have heard it: this is
+    a second path that does not depend on it. `signal.getsignal` keeps answering the handler that was set."""
+    import signal
+
+    if getattr(signal.signal, "kfs_remembers", False):
+        return
+    install, lookup = signal.signal, signal.getsignal
+    stops = {signal.SIGINT, signal.SIGTERM}
+
+    def remembering(handler):
+        if not callable(handler) or getattr(handler, "kfs_wraps", None) is not None:
+            return handler        # SIG_IGN and SIG_DFL are the kernel's; the wakeup fd still hears SIG_IGN-free ones
+
+        def remember(signum, frame):
+            INTERRUPTED.set()
+            return handler(signum, frame)
+
+        remember.kfs_wraps = handler
+        return remember
+
+    def signal_(signum, handler):
+        previous = install(signum, remembering(handler) if signum in stops else handler)
+        return getattr(previous, "kfs_wraps", previous)
+
+    def getsignal(signum):
+        current = lookup(signum)
+        return getattr(current, "kfs_wraps", current)
+
+    signal_.kfs_remembers = True
+    signal.signal, signal.getsignal = signal_, getsignal
 
 
 def _is_interrupt(error: BaseException | None) -> bool:
