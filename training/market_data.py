@@ -129,11 +129,15 @@ def _index_of(series: list[MarketSeries], first_row: int = 0) -> list[dict]:
     """Where each market's rows are in the flat arrays, and what a market is besides its rows."""
     index = []
     for market in series:
-        index.append({"ticker": market.ticker, "split": market.split, "volatility_class": market.volatility_class,
-                      "settled_ms": market.settled_ms, "outcome_yes": market.outcome_yes, "first_row": first_row,
-                      "rows": len(market.time_ms)})
+        facts = {key: getattr(market, key) for key in ("split", "volatility_class", "settled_ms", "outcome_yes")}
+        index.append(_index_entry(market.ticker, facts, first_row, len(market.time_ms)))
         first_row += len(market.time_ms)
     return index
+
+
+def _index_entry(ticker: str, facts: dict, first_row: int, rows: int) -> dict:
+    """One market in the cache's index: what it is (`market_facts`) and where its rows are."""
+    return {"ticker": ticker, **facts, "first_row": first_row, "rows": rows}
 
 
 def _statistics_blocks(index: list[dict], read: Callable[[int, int], np.ndarray]) -> Callable[[], Iterator[np.ndarray]]:
@@ -223,7 +227,7 @@ def _build_cache(lake: Lake, files: list, markets: pl.DataFrame, folder: Path, m
         counts = _market_rows(lake, files, set(info))
         index, first_row = [], 0
         for ticker in sorted(t for t, rows in counts.items() if rows >= min_events):
-            index.append({"ticker": ticker, **market_facts(info[ticker]), "first_row": first_row, "rows": counts[ticker]})
+            index.append(_index_entry(ticker, market_facts(info[ticker]), first_row, counts[ticker]))
             first_row += counts[ticker]
         columns = _allocated_columns(building, first_row, len(names))
         _place_rows(lake, files, names, {m["ticker"]: m["first_row"] for m in index}, columns)
