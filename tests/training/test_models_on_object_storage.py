@@ -69,7 +69,8 @@ def test_train_validate_publish_and_serve_with_the_lake_in_a_bucket(built_store,
     registry = read_registry(lake)
     assert [entry["version"] for entry in registry["versions"]] == [version]
     assert (registry["aliases"].get(PRODUCTION) == version) == manifest["promotion"]["promoted"]
-    server = PolicyServer(lake, alias=PRODUCTION)
+    # No latency budget: this test is about storage, and CI runs it beside other tests on two cores
+    server = PolicyServer(lake, alias=PRODUCTION, latency_budget_p99_us=float("inf"))
     model, loaded = server.load_version(version)       # downloaded, checksums and recorded behaviour verified
     assert loaded["version"] == version and model is not None
     assert not (tmp_path / "s3:").exists()
