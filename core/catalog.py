@@ -236,6 +236,14 @@ class Lake:
             return pl.scan_parquet([str(p) for p in paths], storage_options=polars_storage_options())
         return pl.scan_parquet([str(p) for p in paths])
 
+    def parquet_batches(self, path: Path, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """The rows of a parquet file a record batch at a time (on object storage through ranged reads)."""
+        if not self.remote:
+            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size)
+            return
+        with self.fs.open(path.path, "rb") as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_size)
+
     def parquet_rows(self, path: Path) -> int:
         if self.remote:
             with self.fs.open(path.path, "rb") as handle:  # the footer only: a ranged read
@@ -249,6 +257,18 @@ class Lake:
         if self.remote:
             return self._put(path, parquet_bytes(table, metadata))
         return write_parquet_atomic(table, path, metadata)
+
+    def write_parquet_frames(self, frames: Iterable[pl.DataFrame], path: Path,
+                             metadata: dict[str, str] | None = None) -> int:
+        """Frames of one schema written one after another into one parquet file, as atomically as
+        `write_parquet`, holding one frame at a time (a day computed in batches of markets)."""
+        if not self.remote:
+            return _write_atomic(path, lambda tmp: write_parquet_frames(frames, tmp, metadata))
+        with tempfile.TemporaryDirectory(prefix="kfs-part-") as staging:
+            local = Path(staging) / "part.parquet"
+            size = write_parquet_frames(frames, local, metadata)
+            self.fs.put_file(str(local), path.path)   # one PUT, or a multipart upload completed in one call
+            return size
 
     def read_json(self, path: Path) -> dict:
         if self.remote:
@@ -380,6 +400,27 @@ def write_parquet_atomic(table: pl.DataFrame | pa.Table, path: Path, metadata: d
     """
     frame = table if isinstance(table, pl.DataFrame) else pl.from_arrow(table)
     return _write_atomic(path, lambda tmp: frame.write_parquet(tmp, metadata=metadata, **_PARQUET_OPTIONS))
+
+
+def write_parquet_frames(frames: Iterable[pl.DataFrame], path: Path, metadata: dict[str, str] | None = None) -> int:
+    """Frames of one schema into one parquet file at `path` (not atomic: the callers write a temporary), in
+    row groups of at most _PARQUET_OPTIONS' size; the first frame gives the schema, the others are cast to it."""
+    writer = None
+    try:
+        for frame in frames:
+            table = frame.to_arrow()
+            if writer is None:
+                schema = table.schema.with_metadata(metadata or {})
+                writer = pq.ParquetWriter(path, schema, compression=_PARQUET_OPTIONS["compression"],
+                                          compression_level=_PARQUET_OPTIONS["compression_level"],
+                                          write_statistics=_PARQUET_OPTIONS["statistics"])
+            writer.write_table(table.cast(schema), row_group_size=_PARQUET_OPTIONS["row_group_size"])
+        if writer is None:
+            raise ValueError(f"{path}: no frames to write")
+    finally:
+        if writer is not None:
+            writer.close()
+    return Path(path).stat().st_size
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> int:

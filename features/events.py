@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from itertools import groupby
 from typing import Iterator
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from core.catalog import Lake
+from core.catalog import RAW_STREAMS, Lake
 from core.settings import settings
 from features.engine import (
     BOOK_OUTPUTS,
@@ -41,6 +42,9 @@ from features.schema import EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
 from ingest.streams import MARKETS, PARTITIONED_STREAMS
 
 _DTYPES = {"str": pl.String, "i64": pl.Int64, "i16": pl.Int16, "bool": pl.Boolean, "f64": pl.Float64}
+# Raw rows of a day the engine replays at once (a batch of whole markets): what bounds the feature stage's
+# memory rather than the size of the day (about 2 KB per row at peak, validation included).
+FEATURE_BATCH_ROWS = 262_144
 _TIME_KEY_SPAN = 10**13  # market id * span + time orders records market by market (times < year 2286)
 
 
@@ -80,13 +84,37 @@ def day_start_ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
 
 
-def load_raw(lake: Lake, stream: str, first: date, last: date) -> pl.DataFrame:
-    """Clean raw rows of the days [first, last] that have been ingested (quarantined rows never come here)."""
+def load_raw(lake: Lake, stream: str, first: date, last: date, tickers: tuple[str, str] | None = None
+             ) -> pl.DataFrame:
+    """Clean raw rows of the days [first, last] that have been ingested (quarantined rows never come here);
+    with `tickers` (lowest, highest), only the rows of the markets in that range."""
     schema = PARTITIONED_STREAMS[stream].lake_schema
     paths = lake.partition_files(f"raw_{stream}", first, last)
     if not paths:
         return pl.DataFrame(schema=schema)
-    return pl.concat([lake.read_parquet(p) for p in paths]).cast(schema)
+    if tickers is None:
+        return pl.concat([lake.read_parquet(p) for p in paths]).cast(schema)
+    # A range, not a list: the raw files are sorted by market, so row-group statistics skip most of a file
+    in_range = pl.col("market_ticker").is_between(pl.lit(tickers[0]), pl.lit(tickers[1]), closed="both")
+    return lake.scan_parquet(paths).filter(in_range).collect().cast(schema)
+
+
+def market_ranges(lake: Lake, day: date, batch_rows: int) -> list[tuple[str, str]]:
+    """The markets with raw rows on `day`, in ticker order, cut into ranges (lowest, highest ticker) of about
+    `batch_rows` rows each (a market is never cut): what the feature engine holds in memory at once.
+    Reads the market column only."""
+    counts = [lake.scan_parquet(paths).group_by("market_ticker").len()
+              for paths in (lake.partition_files(f"raw_{stream}", day, day) for stream in RAW_STREAMS) if paths]
+    if not counts:
+        return []
+    rows = pl.concat(pl.collect_all(counts)).group_by("market_ticker").agg(pl.col("len").sum()).sort("market_ticker")
+    tickers, batch = rows["market_ticker"].to_list(), (rows["len"].cum_sum() - 1) // max(1, batch_rows)
+    ranges, start = [], 0
+    for k in range(1, len(tickers) + 1):
+        if k == len(tickers) or batch[k] != batch[start]:
+            ranges.append((tickers[start], tickers[k - 1]))
+            start = k
+    return ranges
 
 
 def load_markets(lake: Lake) -> pl.DataFrame:
@@ -264,44 +292,56 @@ class FeatureBuilder:
         return last
 
 
-def iter_event_features(lake: Lake, first: date, last: date, lookback: int | None = None
-                        ) -> Iterator[tuple[date, pl.DataFrame]]:
-    """(day, feature rows of the events of that day) for each day in [first, last]."""
+def iter_event_features(lake: Lake, first: date, last: date, lookback: int | None = None,
+                        batch_rows: int = FEATURE_BATCH_ROWS) -> Iterator[tuple[date, pl.DataFrame]]:
+    """(day, feature rows of the events of a range of markets on that day) for each day in [first, last],
+    the markets of a day in ticker order, about `batch_rows` raw rows at a time (the engine's state is per
+    market, so a batch of markets gives the rows it gives in one batch of the day: tested); a day without
+    events gives one empty frame."""
     lookback = settings().replay_lookback_days if lookback is None else lookback
     engine = FeatureBuilder(load_markets(lake), read_resolution_history(lake))
     day = first - timedelta(days=lookback)
     while day <= last:
-        rows = engine.batch(*(load_raw(lake, stream, day, day) for stream in ("snapshots", "deltas", "trades")))
-        if day >= first:
-            yield day, rows
+        for tickers in market_ranges(lake, day, batch_rows) or [None]:
+            rows = engine.batch(*(load_raw(lake, stream, day, day, tickers) for stream in RAW_STREAMS))
+            if day >= first:
+                yield day, rows
         day += timedelta(days=1)
 
 
-def build_event_features(lake: Lake, first: date, last: date, lookback: int | None = None
-                         ) -> tuple[pl.DataFrame, ReplayCounts]:
+def build_event_features(lake: Lake, first: date, last: date, lookback: int | None = None,
+                         batch_rows: int = FEATURE_BATCH_ROWS) -> tuple[pl.DataFrame, ReplayCounts]:
     """Feature rows for events with timestamps in the days [first, last] (in memory: tests, researchers)."""
     counts = ReplayCounts()
     frames = []
-    for _, rows in iter_event_features(lake, first, last, lookback):
+    for _, rows in iter_event_features(lake, first, last, lookback, batch_rows):
         counts.add(rows)
         frames.append(rows)
     features = pl.concat(frames) if frames else pl.DataFrame(schema={c.name: _DTYPES[c.dtype] for c in EVENT_COLUMNS})
     return features.select(c.name for c in EVENT_COLUMNS), counts
 
 
-def materialize_event_features(lake: Lake, first: date, last: date) -> FeatureReport:
-    """One file per day (also for days without events), sorted by market, session and sequence; each day
-    is written as soon as it is computed."""
+def materialize_event_features(lake: Lake, first: date, last: date,
+                               batch_rows: int = FEATURE_BATCH_ROWS) -> FeatureReport:
+    """One file per day (also for days without events), sorted by market, session and sequence; a day is
+    computed and written a batch of markets at a time (ticker ranges in order, so the file is sorted)."""
     counts = ReplayCounts()
     rows_by_day: dict[str, int] = {}
     markets: set[str] = set()
-    for day, rows in iter_event_features(lake, first, last):
-        counts.add(rows)
-        part = rows.select(c.name for c in EVENT_COLUMNS).sort("market_ticker", "session_id", "sequence_number",
-                                                               "event_id")
-        lake.write_parquet(part, lake.event_partition(day), metadata={"kfs_schema_version": EVENTS_SCHEMA_VERSION})
-        rows_by_day[day.isoformat()] = part.height
-        markets.update(part["market_ticker"].unique().to_list())
+
+    def sorted_parts(day: date, day_batches) -> Iterator[pl.DataFrame]:
+        for _, rows in day_batches:
+            counts.add(rows)
+            part = rows.select(c.name for c in EVENT_COLUMNS).sort("market_ticker", "session_id", "sequence_number",
+                                                                   "event_id")
+            rows_by_day[day.isoformat()] = rows_by_day.get(day.isoformat(), 0) + part.height
+            markets.update(part["market_ticker"].unique().to_list())
+            yield part
+
+    for day, day_batches in groupby(iter_event_features(lake, first, last, batch_rows=batch_rows),
+                                    key=lambda item: item[0]):
+        lake.write_parquet_frames(sorted_parts(day, day_batches), lake.event_partition(day),
+                                  metadata={"kfs_schema_version": EVENTS_SCHEMA_VERSION})
     return FeatureReport(days=list(rows_by_day), rows_written=sum(rows_by_day.values()), rows_by_day=rows_by_day,
                          replay=asdict(counts), markets=len(markets))
 

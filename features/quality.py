@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import polars as pl
+import pyarrow as pa
 
+from core.catalog import Lake
 from features.schema import EVENT_COLUMNS
+
+VALIDATION_BATCH_ROWS = 262_144  # Great Expectations works on pandas: about 1 KB a row at peak
 
 _DERIVED = {
     "time_monotone_in_market": (pl.col("event_time_ms") >= pl.col("event_time_ms").shift(1).over("market_ticker"))
@@ -49,6 +54,44 @@ def build_suite():
     for name in _DERIVED:
         suite.add_expectation(gx.expectations.ExpectColumnValuesToBeInSet(column=name, value_set=[True]))
     return suite
+
+
+def validate_event_file(lake: Lake, path, batch_rows: int = VALIDATION_BATCH_ROWS) -> QualityResult:
+    """The suite over a day's file as written, read back in batches of whole markets (the per-market
+    expectations see every row of a market together) of about `batch_rows` rows: memory follows the batch,
+    not the day. Failures of the same expectation add up over the batches."""
+    record_batches = lake.parquet_batches(path, batch_size=min(65_536, batch_rows))
+    results = [validate_events(batch) for batch in whole_market_batches(record_batches, batch_rows)]
+    if not results:
+        return QualityResult(success=True, evaluated=0, failed=[], rows=0)
+    unexpected: dict[tuple, int] = {}
+    for result in results:
+        for failure in result.failed:
+            key = (failure["expectation"], failure["column"])
+            unexpected[key] = unexpected.get(key, 0) + (failure["unexpected"] or 0)
+    return QualityResult(success=all(r.success for r in results), evaluated=max(r.evaluated for r in results),
+                         failed=[{"expectation": e, "column": c, "unexpected": n} for (e, c), n in unexpected.items()],
+                         rows=sum(r.rows for r in results))
+
+
+def whole_market_batches(record_batches: Iterable[pa.RecordBatch], batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Frames of at least `batch_rows` rows (the last may be smaller) that never cut a market's rows in two,
+    from record batches of a file sorted by market: the rows of the last market seen wait for the next frame."""
+    pending: list[pl.DataFrame] = []
+    held = 0
+    for record_batch in record_batches:
+        pending.append(pl.from_arrow(record_batch))
+        held += record_batch.num_rows
+        if held < batch_rows:
+            continue
+        frame = pl.concat(pending)
+        tickers = frame["market_ticker"]
+        last_start = int((tickers == tickers[-1]).arg_max())   # sorted: the last market's rows end the frame
+        if last_start > 0:
+            yield frame.slice(0, last_start)
+        pending, held = [frame.slice(last_start)], frame.height - last_start
+    if held:
+        yield pl.concat(pending)
 
 
 def validate_events(events: pl.DataFrame) -> QualityResult:

@@ -45,9 +45,11 @@ def resolution_history(markets: pl.DataFrame, trades: pl.LazyFrame) -> pl.DataFr
         .join(settled.lazy().select("market_ticker", "close_ms", "settled_ms"), on="market_ticker")
         .filter(pl.col("ts") < pl.coalesce("close_ms", "settled_ms"))
         .filter(pl.col("ts") <= pl.col("settled_ms"))
-        .sort("market_ticker", "ts", "id")
-        .group_by("market_ticker").agg((pl.col("yes_price").last() / 100.0).alias("last_price_prob"))
-        .collect()
+        .group_by("market_ticker").agg(
+            (pl.col("yes_price").top_k_by(["ts", "id"], k=1).first() / 100.0).alias("last_price_prob"))
+        # Streaming, with a top-1 per market instead of a sort of every trade: memory follows the markets,
+        # not the trade history
+        .collect(engine="streaming")
     )
     history = settled.join(last_trades, on="market_ticker", how="left").with_columns(
         ((pl.col("last_price_prob") - pl.col("outcome")) ** 2).alias("brier"))

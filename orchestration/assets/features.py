@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from features.events import materialize_event_features
-from features.quality import validate_events
+from features.quality import validate_event_file
 from features.resolution import materialize_resolution_history
 from features.splits import read_market_categories, update_registry
 from orchestration.partitions import daily_partitions
@@ -55,7 +55,7 @@ def features_events(context: dg.AssetExecutionContext, lake: LakeResource):
     for day, rows in report.rows_by_day.items():
         if rows == 0:
             continue
-        quality = validate_events(lake.lake().read_parquet(lake.lake().event_partition(day)))
+        quality = validate_event_file(lake.lake(), lake.lake().event_partition(day))
         evaluated += quality.evaluated
         failures.extend({"day": day, **failure} for failure in quality.failed)
     return dg.MaterializeResult(
