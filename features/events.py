@@ -43,7 +43,7 @@ from ingest.streams import MARKETS, PARTITIONED_STREAMS
 
 _DTYPES = {"str": pl.String, "i64": pl.Int64, "i16": pl.Int16, "bool": pl.Boolean, "f64": pl.Float64}
 # Raw rows of a day the engine replays at once (a batch of whole markets): what bounds the feature stage's
-# memory rather than the size of the day (about 2 KB per row at peak, validation included).
+# memory rather than the size of the day (replaying and writing a batch peaked near 960 MiB; docs/scaling.md).
 FEATURE_BATCH_ROWS = 262_144
 _TIME_KEY_SPAN = 10**13  # market id * span + time orders records market by market (times < year 2286)
 
