@@ -55,13 +55,17 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> list[int]:
-    """SIGKILL `process` once `ready()` holds; returns the processes it had started (to check they die too)."""
+def _kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> dict[int, str]:
+    """SIGKILL `process` once `ready(commands)` holds for the command lines of the processes it has started;
+    returns those processes as seen at that moment (pid -> command line), to check they die too. One look
+    serves both: a short-lived child (`dbt --version`) seen by a second look could be gone already."""
     deadline = time.monotonic() + timeout
-    while not ready():
+    while True:
+        children = {pid: _cmdline(pid) for pid in _descendants(process.pid)}
+        if ready(children.values()):
+            break
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before the moment to kill it"
         time.sleep(0.05)
-    children = _descendants(process.pid)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(30)
     return children
@@ -83,12 +87,11 @@ def test_a_killed_run_blocks_nothing_and_the_rerun_writes_a_clean_runs_bytes(sma
     killed = _env(small_universe, tmp_path / "killed")
     lake = tmp_path / "killed" / "lake"
     mid_ingest = _materialize(killed)
-    _kill_when(mid_ingest, lambda: any(lake.glob("raw/*/date=*/*.parquet")))
+    _kill_when(mid_ingest, lambda _: any(lake.glob("raw/*/date=*/*.parquet")))
     _finishes(killed)
 
     mid_dbt = _materialize(killed)
-    orphans = _kill_when(mid_dbt, lambda: any("dbt" in _cmdline(p) for p in _descendants(mid_dbt.pid)))
-    assert any("dbt" in _cmdline(p) for p in orphans)
+    orphans = _kill_when(mid_dbt, lambda commands: any(" build " in c and "dbt" in c for c in commands))
     deadline = time.monotonic() + 15
     while any(Path(f"/proc/{p}").exists() for p in orphans) and time.monotonic() < deadline:
         time.sleep(0.1)
