@@ -534,6 +534,7 @@ def _watch_interrupts() -> None:
 
     if threading.current_thread() is not threading.main_thread():
         return
+    _TERMINAL_STDERR[:] = [os.dup(2)]
     reader, writer = socket.socketpair()
     writer.setblocking(False)
     _WAKEUP_SOCKETS[:] = [reader, writer]  # the signal machinery keeps only the descriptor: keep the objects
@@ -557,11 +558,17 @@ def _watch_interrupts() -> None:
     threading.Thread(target=watch, name="kfs-interrupt-watchdog", daemon=True).start()
 
 
+_TERMINAL_STDERR: list[int] = []
+
+
 def _exit_interrupted() -> None:
     from kfs.runners import stop_child_processes
 
     stop_child_processes()
-    err_console.print("kfs: interrupted")
+    # Written to the stderr this process started with, not to sys.stderr: while a step runs, Dagster's
+    # compute-log capture has redirected descriptor 2 into its log (through a child it mirrors with), and a
+    # line printed there is lost when we leave at once (CI saw exit 130 with an empty stderr).
+    os.write(_TERMINAL_STDERR[0] if _TERMINAL_STDERR else 2, b"kfs: interrupted\n")
     os._exit(130)
 
 
