@@ -108,13 +108,10 @@ def market_ranges(lake: Lake, day: date, batch_rows: int) -> list[tuple[str, str
     if not counts:
         return []
     rows = pl.concat(pl.collect_all(counts)).group_by("market_ticker").agg(pl.col("len").sum()).sort("market_ticker")
-    tickers, batch = rows["market_ticker"].to_list(), (rows["len"].cum_sum() - 1) // max(1, batch_rows)
-    ranges, start = [], 0
-    for k in range(1, len(tickers) + 1):
-        if k == len(tickers) or batch[k] != batch[start]:
-            ranges.append((tickers[start], tickers[k - 1]))
-            start = k
-    return ranges
+    ranges = (rows.with_columns(((pl.col("len").cum_sum() - 1) // max(1, batch_rows)).alias("batch"))
+              .group_by("batch", maintain_order=True)
+              .agg(pl.col("market_ticker").first().alias("low"), pl.col("market_ticker").last().alias("high")))
+    return list(zip(ranges["low"].to_list(), ranges["high"].to_list()))
 
 
 def load_markets(lake: Lake) -> pl.DataFrame:

@@ -518,6 +518,7 @@ def _quiet_lost_interrupts(unraisable) -> None:
 
 INTERRUPT_GRACE_S = 20.0
 _WAKEUP_SOCKETS: list = []
+_TERMINAL_STDERR: list[int] = []  # a duplicate of the stderr the process started with (see _exit_interrupted)
 
 
 def _watch_interrupts() -> None:
@@ -556,9 +557,6 @@ def _watch_interrupts() -> None:
                 INTERRUPTED.set()
 
     threading.Thread(target=watch, name="kfs-interrupt-watchdog", daemon=True).start()
-
-
-_TERMINAL_STDERR: list[int] = []
 
 
 def _exit_interrupted() -> None:
