@@ -55,6 +55,7 @@ class Settings:
     train_steps: int = 5_000_000
     train_seed: int = 7
     train_device: str = "auto"
+    mapped_mib: int = 256
     executor: str = "in_process"
     dask_scheduler: str | None = None
     workers: int = 2
@@ -235,6 +236,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("KFS_TRAIN_SEED", "train_seed", _number(int, 0), "`7`", "seed of training"),
     Variable("KFS_TRAIN_DEVICE", "train_device", _choice(TRAIN_DEVICES), "`auto`",
              "where training runs: `auto` (CUDA when available), `cpu` or `cuda`"),
+    Variable("KFS_MAPPED_MIB", "mapped_mib", _number(int, 16), "`256`",
+             "MiB of the memory-mapped training arrays a process keeps resident before giving their pages back "
+             "to the page cache (training/mapped_pages.py)"),
     Variable("KFS_EXECUTOR", "executor", _choice(EXECUTORS), "`in_process`",
              "where `kfs materialize` runs steps: `in_process` (one day after another), `multiprocess` "
              "(Dagster's multiprocess executor) or `dask` (dagster-dask on a dask.distributed cluster); "

@@ -19,10 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.mapped_pages import release_mapped_pages
 from training.market_data import MarketData, MarketSeries
 
 HORIZONS = (10, 40, 160)   # events ahead
 TARGET_SCALE = 10.0        # targets are learned in tenths of a probability: unit-scale for the loss
+WINDOW_ROWS = 1 << 20      # rows of the training arrays (about 230 MB) one read holds mapped at a time
+PART_BATCHES = 64          # training batches read at once (in the arrays' order): 262,144 rows, about 57 MB
 
 
 def forward_mid_moves(market: MarketSeries) -> np.ndarray:
@@ -85,17 +88,31 @@ class MarketRows:
 
     def take(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(features float32 [k, F], targets float32 [k, H]) of the rows at `positions`; the targets are
-        `forward_mid_moves` of those rows."""
+        `forward_mid_moves` of those rows. Read in the arrays' order, `WINDOW_ROWS` of them at a time, the
+        mapped pages given back after each window: positions spread over the whole history then hold one
+        window of it in memory, not all of it (the kernel maps a large page-cache folio, up to 2 MiB, per
+        row touched, so a few thousand random rows would map the whole cache)."""
         positions = np.asarray(positions, np.int64)
         owner = np.searchsorted(self.offsets, positions, side="right") - 1
         local = positions - self.offsets[owner]
         rows = self.first[owner] + local
+        order = np.argsort(rows, kind="stable")
+        features = np.empty((len(rows),) + self.arrays["features"].shape[1:], np.float32)
+        targets = np.empty((len(rows), len(HORIZONS)), np.float32)
+        window_starts = np.flatnonzero(np.diff(rows[order] // WINDOW_ROWS, prepend=-1))
+        for chunk in np.split(order, window_starts[1:]):
+            features[chunk] = self.arrays["features"][rows[chunk]]
+            targets[chunk] = self._targets(rows[chunk], local[chunk], owner[chunk])
+            release_mapped_pages()
+        return torch.from_numpy(features), torch.from_numpy(targets)
+
+    def _targets(self, rows: np.ndarray, local: np.ndarray, owner: np.ndarray) -> np.ndarray:
         mid = self._mid(rows)
         targets = np.empty((len(rows), len(HORIZONS)), np.float32)
         for k, h in enumerate(HORIZONS):
             inside = local + h < self.length[owner]
             targets[:, k] = np.where(inside, self._mid(np.where(inside, rows + h, rows)), self.final[owner]) - mid
-        return torch.from_numpy(self.arrays["features"][rows]), torch.from_numpy(targets)
+        return targets
 
     def blocks(self, size: int = 1 << 16) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every row, `size` at a time, in order."""
@@ -168,7 +185,10 @@ def fit_forecaster(data: MarketData, config: ForecastConfig = ForecastConfig(), 
         # that keeps the batches those of earlier versions. The rows themselves are read per batch.
         permutation = torch.randperm(len(fit_rows), generator=generator)[:rows].numpy()
         for b in range(batches):
-            features, targets = fit_rows.take(permutation[b * config.batch:(b + 1) * config.batch])
+            if b % PART_BATCHES == 0:   # the next PART_BATCHES batches, read in one pass over the arrays
+                part = fit_rows.take(permutation[b * config.batch:(b + PART_BATCHES) * config.batch])
+            within = slice((b % PART_BATCHES) * config.batch, (b % PART_BATCHES + 1) * config.batch)
+            features, targets = part[0][within], part[1][within]
             loss = _loss(model, features.to(device), targets.to(device))
             optimizer.zero_grad()
             loss.backward()

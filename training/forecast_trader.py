@@ -91,8 +91,9 @@ def trader_actor(trader: ForecastTrader, forecaster: Forecaster, feature_names: 
 
 
 def market_forecasts(forecaster: Forecaster, market: MarketSeries, chunk: int = 1 << 16) -> np.ndarray:
+    # A copy per chunk: the cache's arrays are read-only maps, which torch cannot wrap without a warning.
     with torch.no_grad():
-        return torch.cat([forecaster(torch.from_numpy(market.features[i:i + chunk]))
+        return torch.cat([forecaster(torch.from_numpy(np.array(market.features[i:i + chunk])))
                           for i in range(0, len(market.features), chunk)]).numpy()
 
 

@@ -1,20 +1,21 @@
 """Per-market arrays for the simulator: features, book prices and sizes, times, settlement.
 
 Built once per version of the feature store into a local cache of flat column files (one per array, all
-markets back to back) and memory-mapped from there, so the arrays of every market cost address space, not
+markets back to back) and mapped read-only from there, so the arrays of every market cost address space, not
 memory: training reads the rows it samples, the operating system keeps what it can in its page cache and
-drops it under pressure, and the process's own memory depends on batches and episodes, not on the history
-(docs/scaling.md). Episodes are cut from these arrays. Market identity stays here (for bookkeeping and the
-split assertion) and never enters an observation.
+drops it under pressure, the process gives mapped pages back past a budget (training/mapped_pages.py), and
+its memory depends on batches, episodes and that budget, not on the history (docs/scaling.md). Episodes are
+cut from these arrays. Market identity stays here (for bookkeeping and the split assertion) and never
+enters an observation.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -27,6 +28,7 @@ from core.catalog import Lake, write_bytes_atomic
 from core.locks import exclusive
 from features import store
 from features.schema import MODEL_FEATURES
+from training.mapped_pages import mapped_array
 
 _BOOK_COLUMNS = ["best_yes_bid_cents", "best_yes_ask_cents", "best_yes_bid_size", "best_no_bid_size"]
 # The arrays of a market and their types; the cache keeps one flat file per array.
@@ -214,7 +216,7 @@ def _build_cache(lake: Lake, files: list, markets: pl.DataFrame, folder: Path, m
     """The column files, holding one slice of `READ_ROWS` rows (or one market) in memory, never the history:
     (1) the market column of every day file gives each market's number of rows and so its place in the
     output; (2) every day file, a slice at a time, is written run by run (files are sorted by market) into
-    place through a shared map (written pages are the page cache's, not the process's), days in order;
+    place with pwrite (`ColumnFiles`), days in order;
     (3) a market whose rows are not in event-time order is sorted (stable: what sorting the concatenated
     rows by market and time gives). Then the statistics and the index. The folder appears whole (built under a
     temporary name, then renamed) or not at all."""
@@ -229,14 +231,10 @@ def _build_cache(lake: Lake, files: list, markets: pl.DataFrame, folder: Path, m
         for ticker in sorted(t for t, rows in counts.items() if rows >= min_events):
             index.append(_index_entry(ticker, market_facts(info[ticker]), first_row, counts[ticker]))
             first_row += counts[ticker]
-        columns = _allocated_columns(building, first_row, len(names))
-        _place_rows(lake, files, names, {m["ticker"]: m["first_row"] for m in index}, columns)
-        for market in index:
-            _sort_by_event_time(columns, market["first_row"], market["rows"])
-        for array in columns.values():
-            if isinstance(array, np.memmap):
-                array.flush()
-        del columns
+        with _column_files(building, first_row, len(names)) as columns:
+            _place_rows(lake, files, names, {m["ticker"]: m["first_row"] for m in index}, columns)
+            for market in index:
+                _sort_by_event_time(columns, market["first_row"], market["rows"])
         width = len(names) * np.dtype(np.float32).itemsize
         mean, std = feature_statistics(_statistics_blocks(index, lambda first, rows: np.fromfile(
             building / "features.bin", np.float32, count=rows * len(names), offset=first * width).reshape(rows, len(names))),
@@ -268,19 +266,50 @@ def _runs_of(frame: pl.DataFrame) -> Iterator[tuple[int, str]]:
     return frame.select(pl.col("market_ticker").rle()).unnest("market_ticker").iter_rows()
 
 
-def _allocated_columns(folder: Path, rows: int, width: int) -> dict[str, np.ndarray]:
-    """The column files at their final size, mapped for writing (shared: the writes are the files')."""
-    columns = {}
-    for name, dtype in ARRAY_TYPES.items():
-        shape = (rows, width) if name == "features" else (rows,)
-        path = folder / f"{name}.bin"
-        with open(path, "wb") as handle:
-            handle.truncate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
-        columns[name] = np.memmap(path, dtype, mode="r+", shape=shape) if rows else np.zeros(shape, dtype)
-    return columns
+class ColumnFiles:
+    """The cache's column files, open for reading and writing rows in place (pread/pwrite: the process maps
+    nothing, so the written pages are the page cache's, never its own resident memory)."""
+
+    def __init__(self, folder: Path, width: int):
+        self.width = width
+        self.handles = {name: open(folder / f"{name}.bin", "w+b") for name in ARRAY_TYPES}
+
+    def row_bytes(self, name: str) -> int:
+        return np.dtype(ARRAY_TYPES[name]).itemsize * (self.width if name == "features" else 1)
+
+    def write(self, name: str, first: int, values: np.ndarray) -> None:
+        data = memoryview(np.ascontiguousarray(values, ARRAY_TYPES[name])).cast("B")
+        offset = first * self.row_bytes(name)
+        while data:
+            written = os.pwrite(self.handles[name].fileno(), data, offset)
+            data, offset = data[written:], offset + written
+
+    def read(self, name: str, first: int, rows: int) -> np.ndarray:
+        size = rows * self.row_bytes(name)
+        data = os.pread(self.handles[name].fileno(), size, first * self.row_bytes(name))
+        if len(data) != size:
+            raise OSError(f"{self.handles[name].name}: read {len(data)} of {size} bytes at row {first}")
+        values = np.frombuffer(data, ARRAY_TYPES[name])
+        return values.reshape(rows, self.width) if name == "features" else values
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
 
 
-def _place_rows(lake: Lake, files: list, names: list[str], first_rows: dict[str, int], columns: dict) -> None:
+@contextmanager
+def _column_files(folder: Path, rows: int, width: int) -> Iterator[ColumnFiles]:
+    """The column files at their final size, open for placing rows; closed (flushed) on leaving."""
+    columns = ColumnFiles(folder, width)
+    try:
+        for name, handle in columns.handles.items():
+            handle.truncate(rows * columns.row_bytes(name))
+        yield columns
+    finally:
+        columns.close()
+
+
+def _place_rows(lake: Lake, files: list, names: list[str], first_rows: dict[str, int], columns: ColumnFiles) -> None:
     """Every kept market's rows, read a slice at a time, written after the rows of it already placed."""
     placed = dict.fromkeys(first_rows, 0)
     for path in files:
@@ -290,19 +319,21 @@ def _place_rows(lake: Lake, files: list, names: list[str], first_rows: dict[str,
                 if ticker in first_rows:
                     start = first_rows[ticker] + placed[ticker]
                     for name, values in event_arrays(frame.slice(offset, length), names).items():
-                        columns[name][start:start + length] = values
+                        columns.write(name, start, values)
                     placed[ticker] += length
                 offset += length
 
 
-def _sort_by_event_time(columns: dict, first: int, rows: int) -> None:
+def _sort_by_event_time(columns: ColumnFiles, first: int, rows: int) -> None:
     """Put a market's rows in event-time order if they are not (a stable sort: ties keep the file order)."""
-    times = columns["time_ms"][first:first + rows]
-    if rows < 2 or bool(np.all(times[1:] >= times[:-1])):
+    if rows < 2:
+        return
+    times = columns.read("time_ms", first, rows)
+    if bool(np.all(times[1:] >= times[:-1])):
         return
     order = np.argsort(times, kind="stable")
-    for array in columns.values():
-        array[first:first + rows] = array[first:first + rows][order]
+    for name in ARRAY_TYPES:
+        columns.write(name, first, columns.read(name, first, rows)[order])
 
 
 def _row_slices(lake: Lake, path: Path, columns: list[str]) -> Iterator[pl.DataFrame]:
@@ -326,19 +357,7 @@ def open_cache(folder: Path) -> MarketData:
     if manifest.get("format") != CACHE_FORMAT:
         raise ValueError(f"{folder} holds training arrays of format {manifest.get('format')}, not {CACHE_FORMAT}")
     names = manifest["feature_names"]
-    arrays = {name: _mapped(folder / f"{name}.bin", ARRAY_TYPES[name], len(names) if name == "features" else None)
+    arrays = {name: mapped_array(folder / f"{name}.bin", ARRAY_TYPES[name], len(names) if name == "features" else None)
               for name in ARRAY_TYPES}
     return _assemble(arrays, manifest["markets"], names, np.asarray(manifest["mean"], np.float32),
                      np.asarray(manifest["std"], np.float32), manifest["partitions"])
-
-
-def _mapped(path: Path, dtype, width: int | None) -> np.ndarray:
-    """A private (copy-on-write) map of a column file as a plain, writable array: pages are read when touched
-    and shared with the page cache until written (nothing writes them)."""
-    size = path.stat().st_size
-    if size == 0:
-        return np.zeros((0, width) if width else 0, dtype)
-    with open(path, "rb") as handle:
-        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-    array = np.frombuffer(mapping, dtype=dtype)
-    return array.reshape(-1, width) if width else array

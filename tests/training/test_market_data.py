@@ -31,6 +31,7 @@ def test_the_cache_gives_the_arrays_and_statistics_of_one_read(built_store):
         for f in ("features", "time_ms", "bid", "ask", "bid_size", "ask_size"):
             assert np.array_equal(getattr(a, f), getattr(b, f)), f
             assert _mapped(getattr(a, f)), f"{f} of {k} is not memory-mapped"
+            assert not getattr(a, f).flags.writeable, f"{f} of {k} can be written: its pages could not be given back"
         assert a.features.dtype == np.float32 and (a.settled_ms, a.outcome_yes, a.split) == (b.settled_ms, b.outcome_yes, b.split)
     assert np.array_equal(new.mean, old.mean) and np.array_equal(new.std, old.std) and new.partitions
     # The statistics agree with NumPy's over the concatenated training rows to float32 precision.
@@ -91,9 +92,56 @@ def test_a_killed_build_leaves_no_version_behind(built_store, tmp_path, monkeypa
         assert market_data.load_market_data(lake).markets
 
 
-def test_market_rows_read_what_concatenated_markets_hold(built_store):
+def test_rows_placed_out_of_time_order_are_sorted_in_the_files(tmp_path):
+    from training.market_data import ARRAY_TYPES, _column_files, _sort_by_event_time
+
+    rng = np.random.default_rng(3)
+    rows, width = 1000, 5
+    times = rng.integers(0, 50, rows)   # many ties: the sort must keep the placed order among them
+    arrays = {"time_ms": times, "features": rng.normal(size=(rows, width)), "bid": rng.integers(1, 99, rows),
+              "ask": rng.integers(1, 99, rows), "bid_size": rng.integers(0, 9, rows), "ask_size": rng.integers(0, 9, rows)}
+    with _column_files(tmp_path, rows + 10, width) as columns:
+        for start in range(0, rows, 300):     # placed in pieces, after ten rows of another market
+            for name, values in arrays.items():
+                columns.write(name, 10 + start, values[start:start + 300])
+        _sort_by_event_time(columns, 10, rows)
+        order = np.argsort(times, kind="stable")
+        for name, values in arrays.items():
+            assert np.array_equal(columns.read(name, 10, rows), values[order].astype(ARRAY_TYPES[name])), name
+            assert not columns.read(name, 0, 10).any(), f"{name}: the other market's rows were touched"
+    assert (tmp_path / "features.bin").stat().st_size == (rows + 10) * width * 4
+
+
+def test_mapped_pages_stay_under_the_budget_and_read_the_same(tmp_path):
+    import time
+
+    from core.settings import environment_overrides
+    from training import mapped_pages
+
+    path, size = tmp_path / "column.bin", 96 << 20
+    expected = np.arange(size // 8, dtype=np.int64)
+    expected.tofile(path)
+    with environment_overrides(KFS_MAPPED_MIB="16"):
+        array = mapped_pages.mapped_array(path, np.int64, None)
+        assert not array.flags.writeable
+        start, grown, total = mapped_pages.resident_file_bytes(), 0, 0
+        for first in range(0, len(array), (4 << 20) // 8):   # 4 MiB at a time, pausing like training does
+            total += int(array[first:first + (4 << 20) // 8].sum())
+            grown = max(grown, mapped_pages.resident_file_bytes() - start)
+            time.sleep(2 * mapped_pages.CHECK_SECONDS)
+    assert total == int(expected.sum())
+    # Without the trimmer the process would hold all 96 MiB; with it, the budget and a few reads' worth.
+    assert grown < 48 << 20, f"{grown >> 20} MiB of mapped pages resident with a 16 MiB budget"
+    mapped_pages.release_mapped_pages()
+    assert np.array_equal(array[::4096], expected[::4096]), "pages given back read differently"
+
+
+@pytest.mark.parametrize("window_rows", [1 << 20, 1000])
+def test_market_rows_read_what_concatenated_markets_hold(built_store, monkeypatch, window_rows):
+    from training import forecast
     from training.forecast import MarketRows, forward_mid_moves
     from training.market_data import load_market_data
+    monkeypatch.setattr(forecast, "WINDOW_ROWS", window_rows)   # 1000: positions read in many windows
     _, lake, _ = built_store
     data = load_market_data(lake)
     chosen = data.of_split("train")[::2]
