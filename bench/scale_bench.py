@@ -4,8 +4,9 @@ on Dagster's multiprocess executor with 2 workers against 1.
 
 Each stage is its own `kfs` (or Python) process in a universe of its own (schema, lake, home), so its peak
 RSS is that process's (and the largest of the processes it waited for: dbt), read from `wait4`. Peak RSS
-counts the pages of memory-mapped files it touched (the training arrays: page cache the kernel drops under
-pressure), so the peak of anonymous memory (sampled) is reported too: that is what must stay bounded.
+counts the pages of memory-mapped files it held (the training arrays: page cache, given back past
+`KFS_MAPPED_MIB`, training/mapped_pages.py), so the peak of anonymous memory (sampled) is reported too: what
+the process cannot give back at all.
 Training runs on a fixed time budget, so its seconds say nothing about scale; its memory does.
 """
 

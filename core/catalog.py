@@ -440,7 +440,7 @@ def _write_atomic(path: Path, write) -> int:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path.stat().st_size
 
 
@@ -464,7 +464,8 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """A folder's entries (names created, renamed or removed in it) on disk."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from core.catalog import Lake, write_bytes_atomic
+from core.catalog import Lake, fsync_dir, write_bytes_atomic
 from core.locks import exclusive
 from features import store
 from features.schema import MODEL_FEATURES
@@ -245,6 +245,7 @@ def _build_cache(lake: Lake, files: list, markets: pl.DataFrame, folder: Path, m
         write_bytes_atomic(building / "index.json", json.dumps(manifest).encode())
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(building, folder)
+        fsync_dir(folder.parent)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
@@ -292,6 +293,12 @@ class ColumnFiles:
         values = np.frombuffer(data, ARRAY_TYPES[name])
         return values.reshape(rows, self.width) if name == "features" else values
 
+    def sync(self) -> None:
+        """On disk, not just in the page cache: the folder is renamed into place after this, and a version
+        whose index survived a crash must not read rows that never reached the disk."""
+        for handle in self.handles.values():
+            os.fsync(handle.fileno())
+
     def close(self) -> None:
         for handle in self.handles.values():
             handle.close()
@@ -299,12 +306,14 @@ class ColumnFiles:
 
 @contextmanager
 def _column_files(folder: Path, rows: int, width: int) -> Iterator[ColumnFiles]:
-    """The column files at their final size, open for placing rows; closed (flushed) on leaving."""
+    """The column files at their final size, open for placing rows; on disk (`sync`) and closed on leaving
+    normally, closed on an error."""
     columns = ColumnFiles(folder, width)
     try:
         for name, handle in columns.handles.items():
             handle.truncate(rows * columns.row_bytes(name))
         yield columns
+        columns.sync()
     finally:
         columns.close()
 
