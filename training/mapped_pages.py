@@ -27,6 +27,7 @@ _PAGE = mmap.PAGESIZE
 _maps: weakref.WeakSet[mmap.mmap] = weakref.WeakSet()
 _lock = threading.Lock()
 _trimmer: threading.Thread | None = None
+_budget_bytes = 256 << 20   # KFS_MAPPED_MIB as of the latest map
 
 
 def mapped_array(path: Path, dtype, width: int | None) -> np.ndarray:
@@ -60,9 +61,10 @@ def release_mapped_pages() -> None:
 
 
 def _register(mapping: mmap.mmap) -> None:
-    global _trimmer
+    global _trimmer, _budget_bytes
     with _lock:
         _maps.add(mapping)
+        _budget_bytes = settings().mapped_mib << 20   # a running trimmer follows the latest setting
         if _trimmer is None or not _trimmer.is_alive():
             _trimmer = threading.Thread(target=_trim_while_mapped, name="kfs-mapped-pages", daemon=True)
             _trimmer.start()
@@ -73,7 +75,6 @@ def _trim_while_mapped() -> None:
     the lowest seen since the last release, or what stayed after it (shared libraries and other files count
     too, and stay). Ends when no map is left."""
     global _trimmer
-    budget = settings().mapped_mib << 20
     floor = resident_file_bytes()
     while True:
         time.sleep(CHECK_SECONDS)
@@ -82,7 +83,7 @@ def _trim_while_mapped() -> None:
                 _trimmer = None
                 return
         resident = resident_file_bytes()
-        if resident - floor > budget:
+        if resident - floor > _budget_bytes:
             release_mapped_pages()
             floor = resident_file_bytes()
         else:
