@@ -27,7 +27,7 @@ _PAGE = mmap.PAGESIZE
 _maps: weakref.WeakSet[mmap.mmap] = weakref.WeakSet()
 _lock = threading.Lock()
 _trimmer: threading.Thread | None = None
-_budget_bytes = 256 << 20   # KFS_MAPPED_MIB as of the latest map
+_budget_bytes = 0   # KFS_MAPPED_MIB as of the latest map (set before the trimmer starts)
 
 
 def mapped_array(path: Path, dtype, width: int | None) -> np.ndarray:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -231,14 +230,12 @@ def _build_cache(lake: Lake, files: list, markets: pl.DataFrame, folder: Path, m
         for ticker in sorted(t for t, rows in counts.items() if rows >= min_events):
             index.append(_index_entry(ticker, market_facts(info[ticker]), first_row, counts[ticker]))
             first_row += counts[ticker]
-        with _column_files(building, first_row, len(names)) as columns:
+        with ColumnFiles(building, first_row, len(names)) as columns:
             _place_rows(lake, files, names, {m["ticker"]: m["first_row"] for m in index}, columns)
             for market in index:
                 _sort_by_event_time(columns, market["first_row"], market["rows"])
-        width = len(names) * np.dtype(np.float32).itemsize
-        mean, std = feature_statistics(_statistics_blocks(index, lambda first, rows: np.fromfile(
-            building / "features.bin", np.float32, count=rows * len(names), offset=first * width).reshape(rows, len(names))),
-            len(names))
+            mean, std = feature_statistics(
+                _statistics_blocks(index, lambda first, rows: columns.read("features", first, rows)), len(names))
         manifest = {"format": CACHE_FORMAT, "feature_names": names, "markets": index,
                     "mean": mean.tolist(), "std": std.tolist(),
                     "partitions": [day.isoformat() for day in lake.partitions("features_events")]}
@@ -268,12 +265,26 @@ def _runs_of(frame: pl.DataFrame) -> Iterator[tuple[int, str]]:
 
 
 class ColumnFiles:
-    """The cache's column files, open for reading and writing rows in place (pread/pwrite: the process maps
-    nothing, so the written pages are the page cache's, never its own resident memory)."""
+    """The cache's column files at their final size, open for reading and writing rows in place (pread/pwrite:
+    the process maps nothing, so the written pages are the page cache's, never its own resident memory). As a
+    context: on disk and closed on leaving normally, closed on an error."""
 
-    def __init__(self, folder: Path, width: int):
+    def __init__(self, folder: Path, rows: int, width: int):
         self.width = width
         self.handles = {name: open(folder / f"{name}.bin", "w+b") for name in ARRAY_TYPES}
+        for name, handle in self.handles.items():
+            handle.truncate(rows * self.row_bytes(name))
+
+    def __enter__(self) -> "ColumnFiles":
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        try:
+            if error_type is None:
+                self.sync()
+        finally:
+            for handle in self.handles.values():
+                handle.close()
 
     def row_bytes(self, name: str) -> int:
         return np.dtype(ARRAY_TYPES[name]).itemsize * (self.width if name == "features" else 1)
@@ -298,24 +309,6 @@ class ColumnFiles:
         whose index survived a crash must not read rows that never reached the disk."""
         for handle in self.handles.values():
             os.fsync(handle.fileno())
-
-    def close(self) -> None:
-        for handle in self.handles.values():
-            handle.close()
-
-
-@contextmanager
-def _column_files(folder: Path, rows: int, width: int) -> Iterator[ColumnFiles]:
-    """The column files at their final size, open for placing rows; on disk (`sync`) and closed on leaving
-    normally, closed on an error."""
-    columns = ColumnFiles(folder, width)
-    try:
-        for name, handle in columns.handles.items():
-            handle.truncate(rows * columns.row_bytes(name))
-        yield columns
-        columns.sync()
-    finally:
-        columns.close()
 
 
 def _place_rows(lake: Lake, files: list, names: list[str], first_rows: dict[str, int], columns: ColumnFiles) -> None:

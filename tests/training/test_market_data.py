@@ -93,14 +93,14 @@ def test_a_killed_build_leaves_no_version_behind(built_store, tmp_path, monkeypa
 
 
 def test_rows_placed_out_of_time_order_are_sorted_in_the_files(tmp_path):
-    from training.market_data import ARRAY_TYPES, _column_files, _sort_by_event_time
+    from training.market_data import ARRAY_TYPES, ColumnFiles, _sort_by_event_time
 
     rng = np.random.default_rng(3)
     rows, width = 1000, 5
     times = rng.integers(0, 50, rows)   # many ties: the sort must keep the placed order among them
     arrays = {"time_ms": times, "features": rng.normal(size=(rows, width)), "bid": rng.integers(1, 99, rows),
               "ask": rng.integers(1, 99, rows), "bid_size": rng.integers(0, 9, rows), "ask_size": rng.integers(0, 9, rows)}
-    with _column_files(tmp_path, rows + 10, width) as columns:
+    with ColumnFiles(tmp_path, rows + 10, width) as columns:
         for start in range(0, rows, 300):     # placed in pieces, after ten rows of another market
             for name, values in arrays.items():
                 columns.write(name, 10 + start, values[start:start + 300])
