@@ -42,6 +42,9 @@ LOAD_SCRIPT = ("import time; from training.market_data import load_market_data; 
 # ru_maxrss of the reaped child (it includes the children it reaped, and file pages it mapped: page cache);
 # peak anonymous memory (RssAnon: heap, stacks, private copies; what cannot be dropped and re-read) is
 # sampled every 20 ms over the child and its descendants, so a spike shorter than that can be missed.
+# The seconds end when what the command wrote is on disk (a sync after it): otherwise a stage's files still
+# being written back slow the next stage's disk (the 4x feature stage leaves gigabytes dirty, and the cache
+# build after it is disk-bound), and each stage is charged for the writes of the one before.
 _PEAK_WRAPPER = r"""
 import os, resource, subprocess, sys, time
 
@@ -63,6 +66,7 @@ peak_anonymous = 0
 while child.poll() is None:
     peak_anonymous = max(peak_anonymous, anonymous_kib(child.pid))
     time.sleep(0.02)
+os.sync()
 print(f"KFS_SCALE {time.perf_counter() - t} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {peak_anonymous}",
       file=sys.stderr)
 sys.exit(child.returncode)

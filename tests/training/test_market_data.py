@@ -104,6 +104,7 @@ def test_rows_placed_out_of_time_order_are_sorted_in_the_files(tmp_path):
         for start in range(0, rows, 300):     # placed in pieces, after ten rows of another market
             for name, values in arrays.items():
                 columns.write(name, 10 + start, values[start:start + 300])
+            columns.start_writeback()    # syncing in a thread while the next piece is written
         _sort_by_event_time(columns, 10, rows)
         order = np.argsort(times, kind="stable")
         for name, values in arrays.items():
