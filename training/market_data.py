@@ -276,6 +276,7 @@ class ColumnFiles:
         for name, handle in self.handles.items():
             handle.truncate(rows * self.row_bytes(name))
         self._writeback: threading.Thread | None = None
+        self._writeback_error: OSError | None = None
 
     def __enter__(self) -> "ColumnFiles":
         return self
@@ -285,6 +286,8 @@ class ColumnFiles:
             if self._writeback is not None:
                 self._writeback.join()   # its fsync must not meet a closed (or reused) descriptor
             if error_type is None:
+                if self._writeback_error is not None:
+                    raise self._writeback_error
                 self.sync()
         finally:
             for handle in self.handles.values():
@@ -294,7 +297,8 @@ class ColumnFiles:
         """Begin writing what is written so far to disk, in a thread (unless one still is), while the build
         goes on: the kernel's own writeback starts only once gigabytes are dirty (or after 30 s), so the disk
         idled through the first seconds of a build and the final sync waited for all of it (the 4x cache,
-        4.9 GB, is disk-bound: 13 s at this disk's 370 MB/s). Its errors surface in the final `sync`."""
+        4.9 GB, is disk-bound: 13 s at this disk's 370 MB/s). Its error is raised on leaving the context (a
+        failed fsync is reported once per open file, so the final one could not be trusted to repeat it)."""
         if self._writeback is None or not self._writeback.is_alive():
             self._writeback = threading.Thread(target=self._sync_quietly, name="kfs-cache-writeback", daemon=True)
             self._writeback.start()
@@ -302,8 +306,8 @@ class ColumnFiles:
     def _sync_quietly(self) -> None:
         try:
             self.sync()
-        except OSError:
-            pass   # the final sync, on the caller's thread, raises it
+        except OSError as error:
+            self._writeback_error = error
 
     def row_bytes(self, name: str) -> int:
         return np.dtype(ARRAY_TYPES[name]).itemsize * (self.width if name == "features" else 1)

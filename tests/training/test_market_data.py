@@ -113,6 +113,26 @@ def test_rows_placed_out_of_time_order_are_sorted_in_the_files(tmp_path):
     assert (tmp_path / "features.bin").stat().st_size == (rows + 10) * width * 4
 
 
+def test_a_failed_writeback_is_raised_when_the_files_are_closed(tmp_path):
+    """A failed fsync is reported once per open file: the one of the writeback thread must not be lost."""
+    from training.market_data import ColumnFiles
+
+    columns = ColumnFiles(tmp_path, 10, 3)
+    real_sync, failures = columns.sync, []
+
+    def failing_once():
+        if not failures:
+            failures.append(1)
+            raise OSError(5, "Input/output error")
+        real_sync()
+
+    columns.sync = failing_once
+    with pytest.raises(OSError, match="Input/output error"):
+        with columns:
+            columns.write("time_ms", 0, np.arange(10))
+            columns.start_writeback()
+
+
 def test_mapped_pages_stay_under_the_budget_and_read_the_same(tmp_path):
     import time
 
