@@ -7,12 +7,14 @@ thread reads the process's resident file pages from /proc/self/statm every `CHEC
 grown by more than the budget (`KFS_MAPPED_MIB`) since it last looked below it, every live map gives its
 pages back (madvise MADV_DONTNEED). The maps are shared and read-only, so nothing is lost: the next read
 of a page finds it in the page cache (a minor fault) or reads it from the file again. Resident mapped pages
-then stay under the budget plus what is read in one check interval.
+then stay under the budget plus what is read in one check interval. A forked child gets a trimmer of its
+own (threads do not survive a fork; tested).
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import threading
 import time
 import weakref
@@ -61,13 +63,30 @@ def release_mapped_pages() -> None:
 
 
 def _register(mapping: mmap.mmap) -> None:
-    global _trimmer, _budget_bytes
+    global _budget_bytes
     with _lock:
         _maps.add(mapping)
         _budget_bytes = settings().mapped_mib << 20   # a running trimmer follows the latest setting
-        if _trimmer is None or not _trimmer.is_alive():
-            _trimmer = threading.Thread(target=_trim_while_mapped, name="kfs-mapped-pages", daemon=True)
-            _trimmer.start()
+        _start_trimmer()
+
+
+def _start_trimmer() -> None:
+    global _trimmer
+    if _trimmer is None or not _trimmer.is_alive():
+        _trimmer = threading.Thread(target=_trim_while_mapped, name="kfs-mapped-pages", daemon=True)
+        _trimmer.start()
+
+
+def _trim_in_forked_child() -> None:
+    """A forked child inherits the maps but not the thread (nor a lock held by a thread of the parent's, which
+    would stay held): it gets a lock and a trimmer of its own."""
+    global _lock
+    _lock = threading.Lock()
+    if _maps:
+        _start_trimmer()
+
+
+os.register_at_fork(after_in_child=_trim_in_forked_child)
 
 
 def _trim_while_mapped() -> None:

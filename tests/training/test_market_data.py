@@ -133,9 +133,22 @@ def test_a_failed_writeback_is_raised_when_the_files_are_closed(tmp_path):
             columns.start_writeback()
 
 
-def test_mapped_pages_stay_under_the_budget_and_read_the_same(tmp_path):
+def _read_through(array: np.ndarray) -> tuple[int, int]:
+    """(sum of the array, most mapped bytes it added to the process), read 4 MiB at a time with pauses (as
+    training reads)."""
     import time
 
+    from training import mapped_pages
+
+    start, grown, total = mapped_pages.resident_file_bytes(), 0, 0
+    for first in range(0, len(array), (4 << 20) // 8):
+        total += int(array[first:first + (4 << 20) // 8].sum())
+        grown = max(grown, mapped_pages.resident_file_bytes() - start)
+        time.sleep(2 * mapped_pages.CHECK_SECONDS)
+    return total, grown
+
+
+def test_mapped_pages_stay_under_the_budget_and_read_the_same(tmp_path):
     from core.settings import environment_overrides
     from training import mapped_pages
 
@@ -145,16 +158,32 @@ def test_mapped_pages_stay_under_the_budget_and_read_the_same(tmp_path):
     with environment_overrides(KFS_MAPPED_MIB="16"):
         array = mapped_pages.mapped_array(path, np.int64, None)
         assert not array.flags.writeable
-        start, grown, total = mapped_pages.resident_file_bytes(), 0, 0
-        for first in range(0, len(array), (4 << 20) // 8):   # 4 MiB at a time, pausing like training does
-            total += int(array[first:first + (4 << 20) // 8].sum())
-            grown = max(grown, mapped_pages.resident_file_bytes() - start)
-            time.sleep(2 * mapped_pages.CHECK_SECONDS)
+        total, grown = _read_through(array)
     assert total == int(expected.sum())
     # Without the trimmer the process would hold all 96 MiB; with it, the budget and a few reads' worth.
     assert grown < 48 << 20, f"{grown >> 20} MiB of mapped pages resident with a 16 MiB budget"
     mapped_pages.release_mapped_pages()
     assert np.array_equal(array[::4096], expected[::4096]), "pages given back read differently"
+
+
+def test_a_forked_child_holds_its_mapped_pages_under_the_budget(tmp_path):
+    """Threads do not survive a fork: the child reading maps it inherited gets a trimmer of its own."""
+    from core.settings import environment_overrides
+    from training import mapped_pages
+
+    path = tmp_path / "column.bin"
+    np.arange((96 << 20) // 8, dtype=np.int64).tofile(path)
+    with environment_overrides(KFS_MAPPED_MIB="16"):
+        array = mapped_pages.mapped_array(path, np.int64, None)
+        reader, writer = os.pipe()
+        child = os.fork()
+        if child == 0:   # the child reports what it held and leaves without running the parent's cleanup
+            os.write(writer, str(_read_through(array)[1]).encode())
+            os._exit(0)
+        os.close(writer)
+        grown = int(os.read(reader, 64) or b"-1")
+        os.waitpid(child, 0)
+    assert 0 <= grown < 48 << 20, f"{grown >> 20} MiB of mapped pages resident in the child with a 16 MiB budget"
 
 
 @pytest.mark.parametrize("window_rows", [1 << 20, 1000])
