@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -275,39 +274,17 @@ class ColumnFiles:
         self.handles = {name: open(folder / f"{name}.bin", "w+b") for name in ARRAY_TYPES}
         for name, handle in self.handles.items():
             handle.truncate(rows * self.row_bytes(name))
-        self._writeback: threading.Thread | None = None
-        self._writeback_error: OSError | None = None
 
     def __enter__(self) -> "ColumnFiles":
         return self
 
     def __exit__(self, error_type, error, traceback) -> None:
         try:
-            if self._writeback is not None:
-                self._writeback.join()   # its fsync must not meet a closed (or reused) descriptor
             if error_type is None:
-                if self._writeback_error is not None:
-                    raise self._writeback_error
                 self.sync()
         finally:
             for handle in self.handles.values():
                 handle.close()
-
-    def start_writeback(self) -> None:
-        """Begin writing what is written so far to disk, in a thread (unless one still is), while the build
-        goes on: the kernel's own writeback starts only once gigabytes are dirty (or after 30 s), so the disk
-        idled through the first seconds of a build and the final sync waited for all of it (the 4x cache,
-        4.9 GB, is disk-bound: 13 s at this disk's 370 MB/s). Its error is raised on leaving the context (a
-        failed fsync is reported once per open file, so the final one could not be trusted to repeat it)."""
-        if self._writeback is None or not self._writeback.is_alive():
-            self._writeback = threading.Thread(target=self._sync_quietly, name="kfs-cache-writeback", daemon=True)
-            self._writeback.start()
-
-    def _sync_quietly(self) -> None:
-        try:
-            self.sync()
-        except OSError as error:
-            self._writeback_error = error
 
     def row_bytes(self, name: str) -> int:
         return np.dtype(ARRAY_TYPES[name]).itemsize * (self.width if name == "features" else 1)
@@ -338,7 +315,6 @@ def _place_rows(lake: Lake, files: list, names: list[str], first_rows: dict[str,
     """Every kept market's rows, read a slice at a time, written after the rows of it already placed."""
     placed = dict.fromkeys(first_rows, 0)
     for path in files:
-        columns.start_writeback()   # the days placed so far
         for frame in _row_slices(lake, path, ["market_ticker", "event_time_ms", *_BOOK_COLUMNS, *names]):
             offset = 0
             for length, ticker in _runs_of(frame):

@@ -104,33 +104,12 @@ def test_rows_placed_out_of_time_order_are_sorted_in_the_files(tmp_path):
         for start in range(0, rows, 300):     # placed in pieces, after ten rows of another market
             for name, values in arrays.items():
                 columns.write(name, 10 + start, values[start:start + 300])
-            columns.start_writeback()    # syncing in a thread while the next piece is written
         _sort_by_event_time(columns, 10, rows)
         order = np.argsort(times, kind="stable")
         for name, values in arrays.items():
             assert np.array_equal(columns.read(name, 10, rows), values[order].astype(ARRAY_TYPES[name])), name
             assert not columns.read(name, 0, 10).any(), f"{name}: the other market's rows were touched"
     assert (tmp_path / "features.bin").stat().st_size == (rows + 10) * width * 4
-
-
-def test_a_failed_writeback_is_raised_when_the_files_are_closed(tmp_path):
-    """A failed fsync is reported once per open file: the one of the writeback thread must not be lost."""
-    from training.market_data import ColumnFiles
-
-    columns = ColumnFiles(tmp_path, 10, 3)
-    real_sync, failures = columns.sync, []
-
-    def failing_once():
-        if not failures:
-            failures.append(1)
-            raise OSError(5, "Input/output error")
-        real_sync()
-
-    columns.sync = failing_once
-    with pytest.raises(OSError, match="Input/output error"):
-        with columns:
-            columns.write("time_ms", 0, np.arange(10))
-            columns.start_writeback()
 
 
 def _read_through(array: np.ndarray) -> tuple[int, int]:
