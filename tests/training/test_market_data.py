@@ -156,9 +156,11 @@ def test_a_forked_child_holds_its_mapped_pages_under_the_budget(tmp_path):
         array = mapped_pages.mapped_array(path, np.int64, None)
         reader, writer = os.pipe()
         child = os.fork()
-        if child == 0:   # the child reports what it held and leaves without running the parent's cleanup
-            os.write(writer, str(_read_through(array)[1]).encode())
-            os._exit(0)
+        if child == 0:   # the child reports what it held and leaves, whatever happens, without pytest's cleanup
+            try:
+                os.write(writer, str(_read_through(array)[1]).encode())
+            finally:
+                os._exit(0)
         os.close(writer)
         grown = int(os.read(reader, 64) or b"-1")
         os.waitpid(child, 0)
