@@ -17,7 +17,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import polars as pl
@@ -109,8 +109,8 @@ def market_data_from_events(events: pl.DataFrame, markets: pl.DataFrame, min_eve
     arrays = {name: np.concatenate([getattr(m, name) for m in series]) if series else _empty(name, len(names))
               for name in ARRAY_TYPES}
     index = _index_of(series)
-    mean, std = feature_statistics(_statistics_blocks(index, lambda first, rows: arrays["features"][first:first + rows]),
-                                   len(names))
+    mean, std = feature_statistics((arrays["features"][m["first_row"]:m["first_row"] + m["rows"]]
+                                    for m in _statistics_markets(index)), len(names))
     return _assemble(arrays, index, names, mean, std, partitions or [])
 
 
@@ -141,31 +141,52 @@ def _index_entry(ticker: str, facts: dict, first_row: int, rows: int) -> dict:
     return {"ticker": ticker, **facts, "first_row": first_row, "rows": rows}
 
 
-def _statistics_blocks(index: list[dict], read: Callable[[int, int], np.ndarray]) -> Callable[[], Iterator[np.ndarray]]:
-    """The feature blocks normalisation is computed from: the training markets', else every market's."""
-    chosen = [m for m in index if m["split"] == "train"] or index
-    return lambda: (read(m["first_row"], m["rows"]) for m in chosen)
+def _statistics_markets(index: list[dict]) -> list[dict]:
+    """The markets normalisation is computed from: the training markets, else every market."""
+    return [m for m in index if m["split"] == "train"] or index
 
 
-def feature_statistics(blocks: Callable[[], Iterable[np.ndarray]], n_features: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (floor 1e-3) per feature over the rows of `blocks` (called twice: once per
-    pass), one block in memory at a time, sums in float64: however the rows are cut into blocks, the figures
-    agree with float64 arithmetic over all rows to float32 precision (tested). (Until this cache, they were
-    NumPy's float32 mean/std of the concatenated training rows, which differ from these in the 7th digit.)"""
-    total, rows = _float64_sum(blocks(), lambda block: block)
-    if rows == 0:
-        return np.zeros(n_features, np.float32), np.full(n_features, 1e-3, np.float32)
-    mean = total / rows
-    squares, _ = _float64_sum(blocks(), lambda block: np.square(block - mean))
-    return mean.astype(np.float32), np.maximum(np.sqrt(squares / rows), 1e-3).astype(np.float32)
+class FeatureMoments:
+    """Rows, mean and sum of squared deviations per feature, in float64, taken a block of rows at a time and
+    merged by Chan, Golub and LeVeque's pairwise update: one pass over the rows, and the figures agree with
+    float64 arithmetic over all rows to float32 precision however the rows are cut into blocks (tested)."""
+
+    def __init__(self, width: int):
+        self.rows = 0
+        self.mean = np.zeros(width, np.float64)
+        self.squares = np.zeros(width, np.float64)
+
+    def add(self, block: np.ndarray) -> None:
+        if len(block):
+            block = np.asarray(block, np.float64)
+            mean = block.mean(axis=0)
+            self.merge(len(block), mean, np.square(block - mean).sum(axis=0))
+
+    def merge(self, rows: int, mean: np.ndarray, squares: np.ndarray) -> None:
+        if rows == 0:
+            return
+        total = self.rows + rows
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (rows / total)
+        self.squares = self.squares + squares + np.square(delta) * (self.rows * rows / total)
+        self.rows = total
+
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 mean and standard deviation (floor 1e-3); zeros and the floor without rows."""
+        if self.rows == 0:
+            return np.zeros(len(self.mean), np.float32), np.full(len(self.mean), 1e-3, np.float32)
+        std = np.maximum(np.sqrt(self.squares / self.rows), 1e-3)
+        return self.mean.astype(np.float32), std.astype(np.float32)
 
 
-def _float64_sum(blocks: Iterable[np.ndarray], term) -> tuple[np.ndarray, int]:
-    total, rows = 0.0, 0
+def feature_statistics(blocks: Iterable[np.ndarray], n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (floor 1e-3) per feature over the rows of `blocks`, one block in memory at
+    a time (`FeatureMoments`). (Until the cache, they were NumPy's float32 mean/std of the concatenated
+    training rows, which differ from these in the 7th digit.)"""
+    moments = FeatureMoments(n_features)
     for block in blocks:
-        total = total + term(np.asarray(block, np.float64)).sum(axis=0)
-        rows += len(block)
-    return np.asarray(total, np.float64), rows
+        moments.add(block)
+    return moments.statistics()
 
 
 def _assemble(arrays: dict[str, np.ndarray], index: list[dict], names: list[str], mean: np.ndarray, std: np.ndarray,
@@ -215,10 +236,12 @@ def _build_cache(lake: Lake, files: list, markets: pl.DataFrame, folder: Path, m
     """The column files, holding one slice of `READ_ROWS` rows (or one market) in memory, never the history:
     (1) the market column of every day file gives each market's number of rows and so its place in the
     output; (2) every day file, a slice at a time, is written run by run (files are sorted by market) into
-    place with pwrite (`ColumnFiles`), days in order;
-    (3) a market whose rows are not in event-time order is sorted (stable: what sorting the concatenated
-    rows by market and time gives). Then the statistics and the index. The folder appears whole (built under a
-    temporary name, then renamed) or not at all."""
+    place with pwrite (`ColumnFiles`), days in order, taking the statistics on the way (`Placement`);
+    (3) a market whose rows did not come in event-time order is sorted (stable: what sorting the
+    concatenated rows by market and time gives). Nothing written is read back unless a market needs sorting:
+    under memory pressure the kernel writes the new pages out and drops them, and reading them back read
+    gigabytes from the disk (4x scale universe). The folder appears whole (built under a temporary name, then
+    renamed) or not at all."""
     info = {row["market_ticker"]: row for row in markets.iter_rows(named=True)}
     names = list(MODEL_FEATURES)
     building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
@@ -231,11 +254,11 @@ def _build_cache(lake: Lake, files: list, markets: pl.DataFrame, folder: Path, m
             index.append(_index_entry(ticker, market_facts(info[ticker]), first_row, counts[ticker]))
             first_row += counts[ticker]
         with ColumnFiles(building, first_row, len(names)) as columns:
-            _place_rows(lake, files, names, {m["ticker"]: m["first_row"] for m in index}, columns)
+            placement = _place_rows(lake, files, names, index, columns)
             for market in index:
-                _sort_by_event_time(columns, market["first_row"], market["rows"])
-            mean, std = feature_statistics(
-                _statistics_blocks(index, lambda first, rows: columns.read("features", first, rows)), len(names))
+                if market["ticker"] in placement.unsorted:
+                    _sort_by_event_time(columns, market["first_row"], market["rows"])
+        mean, std = placement.normalisation()
         manifest = {"format": CACHE_FORMAT, "feature_names": names, "markets": index,
                     "mean": mean.tolist(), "std": std.tolist(),
                     "partitions": [day.isoformat() for day in lake.partitions("features_events")]}
@@ -311,19 +334,53 @@ class ColumnFiles:
             os.fsync(handle.fileno())
 
 
-def _place_rows(lake: Lake, files: list, names: list[str], first_rows: dict[str, int], columns: ColumnFiles) -> None:
-    """Every kept market's rows, read a slice at a time, written after the rows of it already placed."""
+class Placement:
+    """What placing the rows learns on the way: each split's feature moments, and the markets whose rows did
+    not come in event-time order (after the last event time placed of each market)."""
+
+    def __init__(self, splits: Iterable[str], width: int):
+        self.width = width
+        self.moments = {split: FeatureMoments(width) for split in splits}
+        self.unsorted: set[str] = set()
+        self.last_time: dict[str, int] = {}
+
+    def saw(self, ticker: str, split: str, run: dict[str, np.ndarray]) -> None:
+        """A run of a market's rows, placed after those already placed of it."""
+        self.moments[split].add(run["features"])
+        times = run["time_ms"]
+        if times[0] < self.last_time.get(ticker, times[0]) or bool(np.any(times[1:] < times[:-1])):
+            self.unsorted.add(ticker)
+        self.last_time[ticker] = int(times[-1])   # the latest so far, unless the market is already unsorted
+
+    def normalisation(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation from the training markets, else every market (`_statistics_markets`)."""
+        train = self.moments.get("train")
+        chosen = [train] if train is not None and train.rows else list(self.moments.values())
+        every = FeatureMoments(self.width)
+        for moments in chosen:
+            every.merge(moments.rows, moments.mean, moments.squares)
+        return every.statistics()
+
+
+def _place_rows(lake: Lake, files: list, names: list[str], index: list[dict], columns: ColumnFiles) -> Placement:
+    """Every kept market's rows, read a slice at a time (converted once per slice; a market's run is a view
+    of it), written after the rows of it already placed."""
+    first_rows = {m["ticker"]: m["first_row"] for m in index}
+    split_of = {m["ticker"]: m["split"] for m in index}
+    placement = Placement(set(split_of.values()), len(names))
     placed = dict.fromkeys(first_rows, 0)
     for path in files:
         for frame in _row_slices(lake, path, ["market_ticker", "event_time_ms", *_BOOK_COLUMNS, *names]):
-            offset = 0
+            arrays, offset = event_arrays(frame, names), 0
             for length, ticker in _runs_of(frame):
                 if ticker in first_rows:
-                    start = first_rows[ticker] + placed[ticker]
-                    for name, values in event_arrays(frame.slice(offset, length), names).items():
-                        columns.write(name, start, values)
+                    run = {name: values[offset:offset + length] for name, values in arrays.items()}
+                    for name, values in run.items():
+                        columns.write(name, first_rows[ticker] + placed[ticker], values)
+                    placement.saw(ticker, split_of[ticker], run)
                     placed[ticker] += length
                 offset += length
+    return placement
 
 
 def _sort_by_event_time(columns: ColumnFiles, first: int, rows: int) -> None:

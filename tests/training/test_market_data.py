@@ -84,7 +84,8 @@ def test_a_killed_build_leaves_no_version_behind(built_store, tmp_path, monkeypa
         raise KeyboardInterrupt
 
     with environment_overrides(KFS_CACHE=str(tmp_path / "cache")):
-        monkeypatch.setattr(market_data, "feature_statistics", interrupted)
+        # Killed after the column files are written, as the index is written.
+        monkeypatch.setattr(market_data, "write_bytes_atomic", interrupted)
         with pytest.raises(KeyboardInterrupt):
             market_data.load_market_data(lake)
         assert not list(lake.local_cache("training_arrays").iterdir())
@@ -204,9 +205,28 @@ def test_statistics_do_not_depend_on_how_rows_are_cut():
 
     rng = np.random.default_rng(1)
     rows = (rng.standard_normal((20_000, 6)) * [1, 10, 1e3, 1e-4, 0, 5] + [0, 3, 1e4, 0, 7, -2]).astype(np.float32)
-    whole = feature_statistics(lambda: iter([rows]), 6)
-    cut = feature_statistics(lambda: iter(np.array_split(rows, 37)), 6)
+    whole = feature_statistics([rows], 6)
+    cut = feature_statistics(np.array_split(rows, 37), 6)
     assert np.allclose(whole[0], cut[0], rtol=1e-7, atol=0) and np.allclose(whole[1], cut[1], rtol=1e-7, atol=0)
     assert np.allclose(whole[0], rows.astype(np.float64).mean(0), rtol=1e-6, atol=1e-9)
     assert whole[1][4] == np.float32(1e-3)            # a constant feature gets the floor
-    assert np.array_equal(feature_statistics(lambda: iter([]), 3)[0], np.zeros(3, np.float32))
+    assert np.array_equal(feature_statistics([], 3)[0], np.zeros(3, np.float32))
+    assert np.allclose(whole[1], np.maximum(rows.astype(np.float64).std(0), 1e-3), rtol=1e-6, atol=0)
+
+
+def test_placement_finds_the_markets_whose_rows_come_out_of_time_order():
+    from training.market_data import Placement
+
+    def run(times, value):
+        return {"time_ms": np.array(times, np.int64), "features": np.full((len(times), 2), value, np.float32)}
+
+    placement = Placement({"train", "test"}, 2)
+    for ticker, runs in {"IN-ORDER": [(1, 2, 2), (2, 5)], "BACK-IN-TIME": [(1, 9), (8, 10)],
+                         "DESCENDING": [(3, 1)], "LATER-RUN-DESCENDING": [(1,), (5, 4)]}.items():
+        for times in runs:
+            split = "train" if ticker == "IN-ORDER" else "test"
+            placement.saw(ticker, split, run(times, 1.0 if split == "train" else 3.0))
+    assert placement.unsorted == {"BACK-IN-TIME", "DESCENDING", "LATER-RUN-DESCENDING"}
+    assert placement.moments["train"].rows == 5 and placement.moments["test"].rows == 9
+    # Normalisation comes from the training markets' rows alone.
+    assert placement.normalisation()[0].tolist() == [1.0, 1.0]
