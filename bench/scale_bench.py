@@ -45,8 +45,22 @@ LOAD_SCRIPT = ("import time; from training.market_data import load_market_data; 
 # The seconds end when what the command wrote is on disk (a sync after it): otherwise a stage's files still
 # being written back slow the next stage's disk (the 4x feature stage leaves gigabytes dirty, and the cache
 # build after it is disk-bound), and each stage is charged for the writes of the one before.
+# The machine's memory around the stage (from /proc, system-wide: Linux only): memory available when it
+# starts, and over its run the bytes read from disk and the page cache the kernel reclaimed (pages stolen
+# from the file and anonymous lists), which say whether a stage met a full page cache.
 _PEAK_WRAPPER = r"""
 import os, resource, subprocess, sys, time
+
+def memory_counters():
+    try:
+        with open("/proc/vmstat") as vmstat:
+            counters = dict(line.split() for line in vmstat)
+        with open("/proc/meminfo") as meminfo:
+            available = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return (0, 0, 0)
+    stolen = sum(int(value) for key, value in counters.items() if key.startswith("pgsteal_"))
+    return (available, int(counters.get("pgpgin", 0)), stolen * os.sysconf("SC_PAGE_SIZE") // 1024)
 
 def anonymous_kib(pid):
     try:
@@ -60,6 +74,7 @@ def anonymous_kib(pid):
         return 0
     return kib + sum(anonymous_kib(child) for child in children)
 
+before = memory_counters()
 t = time.perf_counter()
 child = subprocess.Popen(sys.argv[1:])
 peak_anonymous = 0
@@ -69,19 +84,24 @@ while child.poll() is None:
 os.sync()
 print(f"KFS_SCALE {time.perf_counter() - t} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {peak_anonymous}",
       file=sys.stderr)
+after = memory_counters()
+print(f"KFS_SCALE_MEMORY {before[0]} {after[1] - before[1]} {after[2] - before[2]}", file=sys.stderr)
 sys.exit(child.returncode)
 """
 
 
-def run_with_peak(command: list[str], env: dict) -> tuple[float, float, float, str]:
-    """(seconds, peak RSS MiB, peak anonymous MiB, stdout) of the command (see _PEAK_WRAPPER)."""
+def run_with_peak(command: list[str], env: dict) -> tuple[float, float, float, str, tuple[float, float, float]]:
+    """(seconds, peak RSS MiB, peak anonymous MiB, stdout, memory) of the command, memory being MiB available
+    when it started, MiB read from disk and MiB of pages reclaimed while it ran (see _PEAK_WRAPPER)."""
     process = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *command], env=env, cwd=REPO, capture_output=True,
                              text=True)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:4])} failed ({process.returncode}): {process.stderr.strip()[-800:]}")
     line = [ln for ln in process.stderr.splitlines() if ln.startswith("KFS_SCALE ")][-1]
     _, seconds, peak_kib, anonymous_kib = line.split()
-    return float(seconds), float(peak_kib) / 1024, float(anonymous_kib) / 1024, process.stdout
+    memory = [ln for ln in process.stderr.splitlines() if ln.startswith("KFS_SCALE_MEMORY ")][-1].split()[1:]
+    return (float(seconds), float(peak_kib) / 1024, float(anonymous_kib) / 1024, process.stdout,
+            tuple(float(kib) / 1024 for kib in memory))
 
 
 def universe_env(schema: str, root: Path, **extra: str) -> dict:
@@ -117,12 +137,16 @@ def measure_universe(scale: int, base_markets: int = BASE_MARKETS) -> dict[str, 
     measured = {}
     try:
         for stage in STAGES:
-            seconds, peak, anonymous, out = run_with_peak(commands[stage], env)
+            seconds, peak, anonymous, out, memory = run_with_peak(commands[stage], env)
             measured[stage] = (seconds, peak, anonymous)
-            print(f"  {scale}x {stage}: {seconds:.1f} s, peak RSS {peak:,.0f} MiB, anonymous {anonymous:,.0f} MiB",
-                  flush=True)
+            measured[f"{stage}_memory"] = memory
+            print(f"  {scale}x {stage}: {seconds:.1f} s, peak RSS {peak:,.0f} MiB, anonymous {anonymous:,.0f} MiB; "
+                  f"memory available at start {memory[0]:,.0f} MiB, read {memory[1]:,.0f} MiB, "
+                  f"reclaimed {memory[2]:,.0f} MiB", flush=True)
             if stage == "load_training_data":
-                measured["events"] = (float(out.split()[0]), 0.0, 0.0)
+                events, build_seconds = out.split()
+                measured["events"] = (float(events), 0.0, 0.0)
+                measured["load_training_data_in_process"] = (float(build_seconds), 0.0, 0.0)
         if scale == 1:
             measured.update(measure_fan_out(schema, root))
     finally:
@@ -138,7 +162,8 @@ def measure_fan_out(schema: str, root: Path) -> dict[str, tuple[float, ...]]:
     for workers in (1, 2):
         lake_root = root / f"fan_out_{workers}"
         env = universe_env(schema, lake_root, KFS_EXECUTOR="multiprocess", KFS_WORKERS=str(workers))
-        seconds, peak, anonymous, _ = run_with_peak(kfs("materialize", "--start", START.isoformat(), "--end", last), env)
+        seconds, peak, anonymous, _, _ = run_with_peak(kfs("materialize", "--start", START.isoformat(), "--end", last),
+                                                       env)
         measured[f"backfill_7_days_{workers}_workers"] = (seconds, peak, anonymous)
         print(f"  fan-out, {workers} worker(s): {seconds:.1f} s", flush=True)
         shutil.rmtree(lake_root, ignore_errors=True)
@@ -159,6 +184,13 @@ def main() -> list[Result]:
                               "<= 1.3" if bounded else None))
         results.append(Result(f"{stage}_peak_anonymous_mib_4x", a4, "MiB", f"{stage}_peak_anonymous_mib_1x", a1,
                               a4 / a1 if a1 else None, "<= 1.3" if bounded else None))
+        if stage == "load_training_data":   # the build alone, without starting Python and importing
+            (b1, *_), (b4, *_) = one[f"{stage}_in_process"], four[f"{stage}_in_process"]
+            results.append(Result(f"{stage}_in_process_seconds_4x", b4, "s", f"{stage}_in_process_seconds_1x", b1,
+                                  b4 / b1))
+        for label, one_value, four_value in zip(("memory_available_at_start", "read_from_disk", "reclaimed"),
+                                                one[f"{stage}_memory"], four[f"{stage}_memory"]):
+            results.append(Result(f"{stage}_{label}_mib_4x", four_value, "MiB", f"{stage}_{label}_mib_1x", one_value))
     (t1, *_), (t2, *_) = one["backfill_7_days_1_workers"], one["backfill_7_days_2_workers"]
     results.append(Result("backfill_7_days_2_workers_seconds", t2, "s", "backfill_7_days_1_worker_seconds", t1,
                           t1 / t2, "> 1 (speed-up)"))
