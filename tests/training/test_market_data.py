@@ -34,6 +34,13 @@ def test_the_cache_gives_the_arrays_and_statistics_of_one_read(built_store):
             assert not getattr(a, f).flags.writeable, f"{f} of {k} can be written: its pages could not be given back"
         assert a.features.dtype == np.float32 and (a.settled_ms, a.outcome_yes, a.split) == (b.settled_ms, b.outcome_yes, b.split)
     assert np.array_equal(new.mean, old.mean) and np.array_equal(new.std, old.std) and new.partitions
+    # The features as Polars converts them, independently of how the arrays are filled.
+    import polars as pl
+
+    from features.schema import MODEL_FEATURES
+    ticker = next(iter(new.markets))
+    rows = store.load_events(lake=lake).filter(pl.col("market_ticker") == ticker).sort("event_time_ms", maintain_order=True)
+    assert np.array_equal(new.markets[ticker].features, rows.select(MODEL_FEATURES).collect().to_numpy().astype(np.float32))
     # The statistics agree with NumPy's over the concatenated training rows to float32 precision.
     train = np.concatenate([m.features for m in old.of_split("train")]).astype(np.float64)
     assert np.allclose(new.mean, train.mean(0), rtol=1e-6, atol=1e-6)
