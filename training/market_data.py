@@ -190,7 +190,8 @@ class FeatureMoments:
 @numba.njit(cache=True)
 def _mean_and_squares(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A block's float64 mean and sum of squared deviations per column, in two passes over its rows and no
-    copy (NumPy's float64 copy, mean, difference and square took four times as long)."""
+    copy (NumPy's float64 copy, mean, difference and square took 1.7 times as long, this one's compiling
+    included, over the 4x scale universe)."""
     rows, width = block.shape
     mean = np.zeros(width)
     for row in range(rows):
