@@ -118,10 +118,10 @@ def market_data_from_events(events: pl.DataFrame, markets: pl.DataFrame, min_eve
     series = list(_series_of(events, info, names, min_events).values())
     arrays = {name: np.concatenate([getattr(m, name) for m in series]) if series else _empty(name, len(names))
               for name in ARRAY_TYPES}
-    index = _index_of(series)
-    mean, std = feature_statistics((arrays["features"][m["first_row"]:m["first_row"] + m["rows"]]
-                                    for m in _statistics_markets(index)), len(names))
-    return _assemble(arrays, index, names, mean, std, partitions or [])
+    placement = Placement({m.split for m in series}, len(names))
+    for market in series:
+        placement.saw(market.ticker, market.split, {"time_ms": market.time_ms, "features": market.features})
+    return _assemble(arrays, _index_of(series), names, *placement.normalisation(), partitions or [])
 
 
 def _series_of(events: pl.DataFrame, info: dict, names: list[str], min_events: int) -> dict[str, MarketSeries]:
@@ -149,11 +149,6 @@ def _index_of(series: list[MarketSeries], first_row: int = 0) -> list[dict]:
 def _index_entry(ticker: str, facts: dict, first_row: int, rows: int) -> dict:
     """One market in the cache's index: what it is (`market_facts`) and where its rows are."""
     return {"ticker": ticker, **facts, "first_row": first_row, "rows": rows}
-
-
-def _statistics_markets(index: list[dict]) -> list[dict]:
-    """The markets normalisation is computed from: the training markets, else every market."""
-    return [m for m in index if m["split"] == "train"] or index
 
 
 class FeatureMoments:
@@ -204,16 +199,6 @@ def _mean_and_squares(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             deviation = block[row, column] - mean[column]
             squares[column] += deviation * deviation
     return mean, squares
-
-
-def feature_statistics(blocks: Iterable[np.ndarray], n_features: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (floor 1e-3) per feature over the rows of `blocks`, one block in memory at
-    a time (`FeatureMoments`). (Until the cache, they were NumPy's float32 mean/std of the concatenated
-    training rows, which differ from these in the 7th digit.)"""
-    moments = FeatureMoments(n_features)
-    for block in blocks:
-        moments.add(block)
-    return moments.statistics()
 
 
 def _assemble(arrays: dict[str, np.ndarray], index: list[dict], names: list[str], mean: np.ndarray, std: np.ndarray,
@@ -380,7 +365,7 @@ class Placement:
         self.last_time[ticker] = int(times[-1])   # the latest so far, unless the market is already unsorted
 
     def normalisation(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation from the training markets, else every market (`_statistics_markets`)."""
+        """Mean and standard deviation from the training markets, else every market."""
         train = self.moments.get("train")
         chosen = [train] if train is not None and train.rows else list(self.moments.values())
         every = FeatureMoments(self.width)

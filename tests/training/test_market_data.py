@@ -208,7 +208,13 @@ def test_forward_moves_at_any_row_match_the_definition():
 
 
 def test_statistics_do_not_depend_on_how_rows_are_cut():
-    from training.market_data import feature_statistics
+    from training.market_data import FeatureMoments
+
+    def feature_statistics(blocks, width):
+        moments = FeatureMoments(width)
+        for block in blocks:
+            moments.add(block)
+        return moments.statistics()
 
     rng = np.random.default_rng(1)
     rows = (rng.standard_normal((20_000, 6)) * [1, 10, 1e3, 1e-4, 0, 5] + [0, 3, 1e4, 0, 7, -2]).astype(np.float32)
