@@ -42,9 +42,10 @@ BASE_MARKETS = 300
 TRAIN_SECONDS = 60
 LOAD_ROUNDS = 2   # repeats of the cache build per scale, alternating scales, after the universes' stages
 STAGES = ("simulate", "ingest", "features", "load_training_data", "train_validate_publish")
-LOAD_SCRIPT = ("import time; from training.market_data import load_market_data; t = time.perf_counter(); "
-               "data = load_market_data(); print(sum(len(m.time_ms) for m in data.markets.values()), "
-               "time.perf_counter() - t)")
+LOAD_COMMAND = [sys.executable, "-c",
+                "import time; from training.market_data import load_market_data; t = time.perf_counter(); "
+                "data = load_market_data(); print(sum(len(m.time_ms) for m in data.markets.values()), "
+                "time.perf_counter() - t)"]
 
 
 # Runs a command and reports (seconds, peak RSS KiB, peak anonymous KiB). Peak RSS is the kernel's
@@ -125,6 +126,17 @@ def universe_env(schema: str, root: Path, **extra: str) -> dict:
     return env
 
 
+def schema_of(scale: int) -> str:
+    """The source schema of the universe of that scale."""
+    return f"bench_scale_{scale}x"
+
+
+def load_output(out: str) -> tuple[float, float]:
+    """(events, seconds of the build inside the process) that `LOAD_COMMAND` printed."""
+    events, build_seconds = out.split()
+    return float(events), float(build_seconds)
+
+
 def kfs(*args: str) -> list[str]:
     return [sys.executable, "-m", "kfs.cli", *args]
 
@@ -132,7 +144,7 @@ def kfs(*args: str) -> list[str]:
 def measure_universe(scale: int, root: Path, base_markets: int = BASE_MARKETS) -> dict[str, tuple[float, ...]]:
     """Stage -> (seconds, peak RSS MiB, peak anonymous MiB) for `scale` x `base_markets` markets over 7 days,
     in a universe under `root` (its lake is left there for `measure_load_rounds`; its source tables are not)."""
-    schema = f"bench_scale_{scale}x"
+    schema = schema_of(scale)
     dsn = source_dsn()
     with psycopg.connect(dsn) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
@@ -143,7 +155,7 @@ def measure_universe(scale: int, root: Path, base_markets: int = BASE_MARKETS) -
                         "--start", START.isoformat(), "--replace"),
         "ingest": kfs("materialize", "--only", "ingest", "--start", START.isoformat(), "--end", last),
         "features": kfs("materialize", "--only", "features", "--start", START.isoformat(), "--end", last),
-        "load_training_data": [sys.executable, "-c", LOAD_SCRIPT],
+        "load_training_data": LOAD_COMMAND,
         "train_validate_publish": kfs("train"),
     }
     measured = {}
@@ -156,9 +168,9 @@ def measure_universe(scale: int, root: Path, base_markets: int = BASE_MARKETS) -
                   f"memory available at start {memory[0]:,.0f} MiB, read {memory[1]:,.0f} MiB, "
                   f"reclaimed {memory[2]:,.0f} MiB, written {memory[3]:,.0f} MiB", flush=True)
             if stage == "load_training_data":
-                events, build_seconds = out.split()
-                measured["events"] = (float(events), 0.0, 0.0)
-                measured["load_training_data_in_process"] = (float(build_seconds), 0.0, 0.0)
+                events, build_seconds = load_output(out)
+                measured["events"] = (events, 0.0, 0.0)
+                measured["load_training_data_in_process"] = (build_seconds, 0.0, 0.0)
         if scale == 1:
             measured.update(measure_fan_out(schema, root))
     finally:
@@ -173,12 +185,11 @@ def measure_load_rounds(universes: dict[int, Path], rounds: int) -> dict[int, li
     for round_number in range(rounds):
         for scale, root in universes.items():
             shutil.rmtree(root / "home" / "cache" / "training_arrays", ignore_errors=True)
-            env = universe_env(f"bench_scale_{scale}x", root)
-            seconds, peak, anonymous, out, _ = run_with_peak([sys.executable, "-c", LOAD_SCRIPT], env)
-            build_seconds = float(out.split()[1])
+            seconds, peak, anonymous, out, _ = run_with_peak(LOAD_COMMAND, universe_env(schema_of(scale), root))
+            _, build_seconds = load_output(out)
             runs[scale].append((seconds, peak, anonymous, build_seconds))
-            print(f"  {scale}x cache build, round {round_number + 2}: {seconds:.1f} s (the build {build_seconds:.1f} s)",
-                  flush=True)
+            print(f"  {scale}x cache build, round {round_number + 2}: {seconds:.1f} s "
+                  f"(the build {build_seconds:.1f} s)", flush=True)
     return runs
 
 
