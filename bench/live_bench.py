@@ -10,9 +10,9 @@ replayed in arrival order; needs nothing else).
 - batched inference: N markets in one forward pass against N single-market calls, in the same run.
 
 The model is the production architecture (forecaster, encoders, attention) scripted to int8 exactly as
-`training.publish` does, with untrained weights: inference cost does not depend on the weights, and a
+`training.release.publish` does, with untrained weights: inference cost does not depend on the weights, and a
 benchmark must not need a training run. It is served through `StaticServer`, which has the three methods
-the runner uses from `training.serving.PolicyServer`.
+the runner uses from `training.release.serving.PolicyServer`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from live.decisions import decide
 from live.runner import run_live
 from live.sources import arrival_times, replay
 from source.simulator import SimulationConfig, simulate_in_memory
-from training.policy import build_policy
-from training.publish import script_int8
+from training.learners.policy import build_policy
+from training.release.publish import script_int8
 
 UNIVERSE = SimulationConfig(start=date(2026, 6, 1))   # the demo's size, signal and effects
 LATENCY_EVENTS = 20_000
@@ -94,7 +94,7 @@ def per_event_latency(tables: dict, server: StaticServer) -> tuple[dict[str, flo
     late = decisions.filter((pl.col("timestamp_ms") >= day_ms) & (pl.col("arrival_events") == 1))
     active = late["market_ticker"].n_unique()
     latency = late["latency_us"].to_numpy()
-    return {"p50_us": float(np.percentile(latency, 50)), "p99_us": float(np.percentile(latency, 99))}, active
+    return {"p50_us": float(np.quantile(latency, 0.5)), "p99_us": float(np.quantile(latency, 0.99))}, active
 
 
 def _split_at(tables: dict, time_ms: int, events_after: int) -> tuple[dict, dict]:

@@ -12,7 +12,7 @@ half an hour apart.
 Each stage is its own `kfs` (or Python) process in a universe of its own (schema, lake, home), so its peak
 RSS is that process's (and the largest of the processes it waited for: dbt), read from `wait4`. Peak RSS
 counts the pages of memory-mapped files it held (the training arrays: page cache, given back past
-`KFS_MAPPED_MIB`, training/mapped_pages.py), so the peak of anonymous memory (sampled) is reported too: what
+`KFS_MAPPED_MIB`, training/data/mapped_pages.py), so the peak of anonymous memory (sampled) is reported too: what
 the process cannot give back at all.
 Training runs on a fixed time budget, so its seconds say nothing about scale; its memory does.
 """
@@ -43,7 +43,7 @@ TRAIN_SECONDS = 60
 LOAD_ROUNDS = 2   # repeats of the cache build per scale, alternating scales, after the universes' stages
 STAGES = ("simulate", "ingest", "features", "load_training_data", "train_validate_publish")
 LOAD_COMMAND = [sys.executable, "-c",
-                "import time; from training.market_data import load_market_data; t = time.perf_counter(); "
+                "import time; from training.data.cache import load_market_data; t = time.perf_counter(); "
                 "data = load_market_data(); print(sum(len(m.time_ms) for m in data.markets.values()), "
                 "time.perf_counter() - t)"]
 

@@ -19,13 +19,13 @@ import torch
 from bench.results_io import Result, print_results, write_results
 from bench.universe import feature_store
 from source.simulator import SimulationConfig
-from training.env import BatchedMarketEnv
-from training.episodes import build_episode, curriculum_stage
-from training.market_data import load_market_data
-from training.policy import build_policy
-from training.ppo import Budget, PPOConfig, run_ppo
-from training.publish import latency_us, script_fp32, script_int8
-from training.spaces import MAX_SLOTS
+from training.data.cache import load_market_data
+from training.environment.batched_env import BatchedMarketEnv
+from training.environment.episodes import build_episode, curriculum_stage
+from training.environment.spaces import MAX_SLOTS
+from training.learners.policy import build_policy
+from training.learners.ppo import Budget, PPOConfig, run_ppo
+from training.release.publish import latency_us, script_fp32, script_int8
 
 UNIVERSE = SimulationConfig(markets=120, days=3, seed=3, start=date(2026, 6, 1))
 def simulator_slot_steps(data, n_envs: int = 256, steps: int = 400) -> float:
@@ -42,7 +42,7 @@ def simulator_slot_steps(data, n_envs: int = 256, steps: int = 400) -> float:
 def sb3_steps_per_second(data, steps: int = 4096) -> float:
     from stable_baselines3 import PPO
 
-    from training.gym_env import KalshiMarketsEnv
+    from training.environment.gym_env import KalshiMarketsEnv
 
     warnings.filterwarnings("ignore")
     model = PPO("MultiInputPolicy", KalshiMarketsEnv(data), n_steps=1024, batch_size=2048 // 4, n_epochs=2, seed=0,

@@ -186,7 +186,7 @@ class Lake:
 
     def local_cache(self, kind: str) -> Path:
         """Local folder for data derived from this lake or copied out of it (`kind`: training_arrays, for
-        training/market_data.py; lake_files, for `local_copy`): under `$KFS_CACHE`, one folder per lake, since
+        training/data/market_data.py; lake_files, for `local_copy`): under `$KFS_CACHE`, one folder per lake, since
         memory maps and TorchScript need local files even when the lake is a bucket."""
         from core.settings import settings
 

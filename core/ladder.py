@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numba
 
+from core.exchange import MAX_PRICE_CENTS
+
 TOP_LEVELS = 5
 NO_PRICE = 0  # "side empty" as a best price
 
@@ -25,7 +27,7 @@ def best_at_or_below(ladder, start):
 @numba.njit(cache=True)
 def best_price(ladder):
     """Highest non-empty price of the ladder (0 = empty)."""
-    return best_at_or_below(ladder, 99)
+    return best_at_or_below(ladder, MAX_PRICE_CENTS)
 
 
 @numba.njit(cache=True)

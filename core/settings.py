@@ -238,7 +238,7 @@ VARIABLES: tuple[Variable, ...] = (
              "where training runs: `auto` (CUDA when available), `cpu` or `cuda`"),
     Variable("KFS_MAPPED_MIB", "mapped_mib", _number(int, 16), "`256`",
              "MiB of the memory-mapped training arrays a process keeps resident before giving their pages back "
-             "to the page cache (training/mapped_pages.py)"),
+             "to the page cache (training/data/mapped_pages.py)"),
     Variable("KFS_EXECUTOR", "executor", _choice(EXECUTORS), "`in_process`",
              "where `kfs materialize` runs steps: `in_process` (one day after another), `multiprocess` "
              "(Dagster's multiprocess executor) or `dask` (dagster-dask on a dask.distributed cluster); "

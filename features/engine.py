@@ -8,7 +8,7 @@ feature (features/schema.py). The kernel never looks ahead: a row uses the recor
 
 - Offline (features/events.py) feeds the raw lake day by day, keeping the state between days, so memory
   depends on the markets, not on the history.
-- Online (`live.runner.LiveFeatures`, the live path) feeds records as they arrive, in batches.
+- Online (`live.features.LiveFeatures`, the live path) feeds records as they arrive, in batches.
 The same records in the same order per market give the same rows (parity is tested to 1e-6).
 
 Record order within a market: book events in (session, sequence) order; a trade is visible from the time

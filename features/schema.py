@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.exchange import MAX_PRICE_CENTS, NO_BID
 from core.markets import CATEGORIES
 
 # 2.0.0: trades count from the time they were received (live, a trade cannot be used earlier); new
@@ -37,9 +38,9 @@ _IDENTITY = [
            "monotone even when recorded timestamps step back."),
 ]
 _BOOK = [
-    Column("best_yes_bid_cents", "i16", "book", "Best YES bid; 0 when the YES side is empty.", 0, 99),
+    Column("best_yes_bid_cents", "i16", "book", "Best YES bid; 0 when the YES side is empty.", NO_BID, MAX_PRICE_CENTS),
     Column("best_yes_ask_cents", "i16", "book", "100 - best NO bid; 100 when the NO side is empty.", 1, 100),
-    Column("best_no_bid_cents", "i16", "book", "Best NO bid; 0 when the NO side is empty.", 0, 99),
+    Column("best_no_bid_cents", "i16", "book", "Best NO bid; 0 when the NO side is empty.", NO_BID, MAX_PRICE_CENTS),
     Column("best_no_ask_cents", "i16", "book", "100 - best YES bid; 100 when the YES side is empty.", 1, 100),
     Column("best_yes_bid_size", "i64", "book", "Contracts at the best YES bid (what a YES seller can hit); 0 if empty.",
            0, None),

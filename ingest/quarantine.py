@@ -15,6 +15,8 @@ import re
 
 import polars as pl
 
+from core.exchange import MAX_PRICE_CENTS, MIN_PRICE_CENTS, PAYOUT_CENTS, is_valid_price
+
 REASONS = (
     "null_ticker", "null_field", "invalid_timestamp", "unknown_side", "unknown_action", "unknown_taker_side",
     "price_out_of_range", "price_sum_not_100", "negative_size", "size_out_of_range", "non_positive_count",
@@ -48,7 +50,7 @@ def _nulls(*columns: str) -> pl.Expr:
 
 
 def _price_out_of_range(column: str) -> pl.Expr:
-    return ~pl.col(column).is_between(1, 99)
+    return ~pl.col(column).is_between(MIN_PRICE_CENTS, MAX_PRICE_CENTS)
 
 
 def _earlier_copy() -> pl.Expr:
@@ -96,7 +98,7 @@ def delta_reason(market_ticker, session_id, timestamp_ms, sequence_number, side,
         return "unknown_side"
     if action not in ("add", "remove", "update"):
         return "unknown_action"
-    if price is None or not 1 <= price <= 99:
+    if price is None or not is_valid_price(price):
         return "price_out_of_range"
     if new_size < 0 or (old_size or 0) < 0:
         return "negative_size"
@@ -112,9 +114,9 @@ def trade_reason(market_ticker, ts, yes_price, no_price, count, taker_side) -> s
         return "null_field"
     if taker_side not in ("yes", "no"):
         return "unknown_taker_side"
-    if not 1 <= yes_price <= 99 or not 1 <= no_price <= 99:
+    if not is_valid_price(yes_price) or not is_valid_price(no_price):
         return "price_out_of_range"
-    if yes_price + no_price != 100:
+    if yes_price + no_price != PAYOUT_CENTS:
         return "price_sum_not_100"
     if count <= 0:
         return "non_positive_count"
@@ -130,7 +132,7 @@ def check_trades(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         ("null_field", _nulls("ts", "yes_price", "no_price", "count")),
         ("unknown_taker_side", ~pl.col("taker_side").is_in(["yes", "no"])),
         ("price_out_of_range", _price_out_of_range("yes_price") | _price_out_of_range("no_price")),
-        ("price_sum_not_100", (pl.col("yes_price") + pl.col("no_price")) != 100),
+        ("price_sum_not_100", (pl.col("yes_price") + pl.col("no_price")) != PAYOUT_CENTS),
         ("non_positive_count", pl.col("count") <= 0),
         ("duplicate_trade", repeated_id),
     ])

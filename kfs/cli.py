@@ -205,7 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from core.catalog import Lake
     from kfs.summaries import print_results
-    from training.release import run_evaluate
+    from training.release.runs import run_evaluate
 
     result = run_evaluate(Lake(), args.split, args.version, Path(args.json) if args.json else None)
     print_results(console, result, f"{args.split} markets, version {result['version']}: per-market P&L ($)")
@@ -220,7 +220,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     from core.catalog import Lake
     from live.runner import LiveReport, run_live
     from live.sources import follow, read_recording_tables, replay
-    from training.serving import PolicyLoadError, PolicyServer
+    from training.release.serving import PolicyLoadError, PolicyServer
 
     if bool(args.recording) == bool(args.follow):
         raise UsageError("name recordings with --recording FILE... or follow the source tables with --follow")

@@ -68,7 +68,7 @@ def _rich_table(title: str, header, rows) -> Table:
 
 def print_results(target: Console, result: dict, title: str) -> None:
     """The results table, the recovery of the planted edge, and the paired comparisons of a scoring run."""
-    from training.report import recovery_rows, validation_table_rows
+    from training.evaluation.report import recovery_rows, validation_table_rows
 
     target.print(_rich_table(title, *validation_table_rows(result)))
     target.print(_rich_table("recovery of the planted edge ($/market; ratio of means)", *recovery_rows(result)))
@@ -79,8 +79,8 @@ def print_results(target: Console, result: dict, title: str) -> None:
 
 
 def print_policy_summary(target: Console, lake: Lake | None = None) -> None:
-    from training.publish import PRODUCTION, read_registry
-    from training.report import stage_rows
+    from training.evaluation.report import stage_rows
+    from training.release.publish import PRODUCTION, read_registry
 
     lake = lake or Lake()
     validation = lake.read_json(lake.candidate() / "validation.json")

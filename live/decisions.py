@@ -2,8 +2,11 @@
 one forward pass of the served model for all of them.
 
 The decision stream is the interface to execution, which is out of scope: the positions the policy sees are
-paper positions, filled at the touch (one lot, `TradingRules.contracts`) the moment a decision is taken. An
-execution system that knows the real fills would set them with `PaperPositions.set`.
+paper positions, filled by the exchange's rules (core/exchange.py) against the book the decision was taken on:
+one lot (`TradingRules.contracts`), the touch's displayed size at the touch and the rest a cent worse, each
+part paying the taker fee, as the simulator fills them (which meets the book `latency_ms` later: a live
+decision cannot know that book yet). An execution system that knows the real fills would set them with
+`PaperPositions.set`.
 """
 
 from __future__ import annotations
@@ -14,8 +17,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from training.env import TradingRules, liquidation_value
-from training.spaces import (
+from core.exchange import (
+    NO_ASK,
+    NO_BID,
+    PAYOUT_CENTS,
+    TradingRules,
+    cost_after_sale,
+    liquidation_value,
+    no_bid_of,
+    no_price,
+    one_cent_worse_to_buy,
+    taker_fill,
+)
+from training.environment.spaces import (
     ACTIONS,
     AGE_SCALE,
     BUY_NO,
@@ -56,7 +70,7 @@ class PaperPositions:
     events: dict[str, int] = field(default_factory=dict)
 
     def features(self, tickers: list[str], bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
-        """float32 [n, POSITION_FEATURES] as training/env.py:observe builds them (this market is the slot that
+        """float32 [n, POSITION_FEATURES] as the simulator's `observe` builds them (this market is the slot that
         produced the event)."""
         limit = float(self.rules.position_limit)
         yes = np.array([self.yes.get(t, 0) for t in tickers], np.int64)
@@ -67,45 +81,46 @@ class PaperPositions:
         out[:, 2] = 1.0
         if not held.any():   # flat everywhere (the usual case): nothing to value
             return out
-        value = (liquidation_value(torch.from_numpy(yes), torch.from_numpy(bid.astype(np.int64)))
-                 + liquidation_value(torch.from_numpy(no), torch.from_numpy(np.where(ask < 100, 100 - ask, 0).astype(np.int64)))).numpy()
+        bid, ask = bid.astype(np.int64), ask.astype(np.int64)
+        value = liquidation_value(yes, bid) + liquidation_value(no, no_bid_of(ask))
         cost = np.array([self.cost.get(t, 0) for t in tickers], np.int64)
         out[:, 0] = yes / limit
         out[:, 1] = no / limit
         out[:, 3] = np.where(held > 0, np.log1p(np.maximum(age, 0)) / AGE_SCALE, 0.0)
-        out[:, 4] = np.where(held > 0, (value - cost) / (100.0 * np.maximum(held, 1)), 0.0)
+        out[:, 4] = np.where(held > 0, (value - cost) / (float(PAYOUT_CENTS) * np.maximum(held, 1)), 0.0)
         return out
 
-    def fill(self, ticker: str, action: int, bid: int, ask: int) -> None:
-        """Apply a decision as if filled at the touch; an order the position limit or an empty side forbids is
-        ignored, as the simulator ignores it."""
+    def fill(self, ticker: str, action: int, bid: int, ask: int, bid_size: int, ask_size: int) -> None:
+        """Apply a decision, filled against this book (`bid_size` YES contracts at the best YES bid, `ask_size`
+        at the best YES ask); an order the position limit or an empty side forbids is ignored, as the simulator
+        ignores it."""
         c, limit = self.rules.contracts, self.rules.position_limit
         yes, no = self.yes.get(ticker, 0), self.no.get(ticker, 0)
-        if action == BUY_YES and ask < 100 and yes + c <= limit:
-            self._open(ticker, yes + no)
-            self.yes[ticker] = yes + c
-            self.cost[ticker] = self.cost.get(ticker, 0) + c * ask
-        elif action == BUY_NO and bid > 0 and no + c <= limit:
-            self._open(ticker, yes + no)
-            self.no[ticker] = no + c
-            self.cost[ticker] = self.cost.get(ticker, 0) + c * (100 - bid)
-        elif action == SELL_YES and bid > 0 and yes >= c:
-            self._reduce(ticker, "yes", c)
-        elif action == SELL_NO and ask < 100 and no >= c:
-            self._reduce(ticker, "no", c)
+        if action == BUY_YES and ask < NO_ASK and yes + c <= limit:
+            self._buy(ticker, self.yes, yes + no, taker_fill(c, ask, ask_size, one_cent_worse_to_buy(ask)))
+        elif action == BUY_NO and bid > NO_BID and no + c <= limit:
+            no_ask = no_price(bid)
+            self._buy(ticker, self.no, yes + no, taker_fill(c, no_ask, bid_size, one_cent_worse_to_buy(no_ask)))
+        elif action == SELL_YES and bid > NO_BID and yes >= c:
+            self._sell(ticker, self.yes, yes + no)
+        elif action == SELL_NO and ask < NO_ASK and no >= c:
+            self._sell(ticker, self.no, yes + no)
 
     def set(self, ticker: str, yes: int, no: int, cost_cents: int) -> None:
         self.yes[ticker], self.no[ticker], self.cost[ticker] = yes, no, cost_cents
 
-    def _open(self, ticker: str, held: int) -> None:
+    def _buy(self, ticker: str, side: dict[str, int], held: int, fill: tuple[int, int]) -> None:
+        """Buys add what they paid, fees included, to the cost basis (as the simulator counts it)."""
+        paid, fee = fill
         if held == 0:
             self.opened[ticker] = self.events.get(ticker, 0)
+        side[ticker] = side.get(ticker, 0) + self.rules.contracts
+        self.cost[ticker] = self.cost.get(ticker, 0) + paid + fee
 
-    def _reduce(self, ticker: str, side: str, c: int) -> None:
-        book = self.yes if side == "yes" else self.no
-        held = self.yes.get(ticker, 0) + self.no.get(ticker, 0)
-        self.cost[ticker] = self.cost.get(ticker, 0) * (held - c) // max(held, 1)
-        book[ticker] -= c
+    def _sell(self, ticker: str, side: dict[str, int], held: int) -> None:
+        """Sells take the average cost of what they sold out of the cost basis."""
+        self.cost[ticker] = cost_after_sale(self.cost.get(ticker, 0), self.rules.contracts, held)
+        side[ticker] -= self.rules.contracts
 
 
 @dataclass

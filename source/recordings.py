@@ -31,6 +31,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
+from core.exchange import is_valid_price
 from core.postgres import table_identifier
 from core.settings import SourceTables
 from source.ddl import next_session_id
@@ -134,7 +135,7 @@ class _Recorder:
     def snapshot(self, session: int, ticker: str, ts_ms: int, yes_bids: dict[int, int], no_bids: dict[int, int]) -> None:
         _require(bool(ticker), "orderbook snapshot without a market_ticker")
         for price, size in (*yes_bids.items(), *no_bids.items()):
-            _require(1 <= price <= 99, f"book price {price} is outside 1..99 cents")
+            _require(is_valid_price(price), f"book price {price} is outside 1..99 cents")
             _require(0 <= size <= MAX_CONTRACTS, f"book size {size} is negative or too large")
         self.books[(session, ticker)] = {"yes": dict(yes_bids), "no": dict(no_bids)}
         yes_asks = {100 - p: s for p, s in no_bids.items()}
@@ -147,7 +148,7 @@ class _Recorder:
     def delta(self, session: int, ticker: str, ts_ms: int, side: str, price: int, signed_delta: int) -> None:
         _require(bool(ticker), "orderbook delta without a market_ticker")
         _require(side in ("yes", "no"), f"orderbook delta side {side!r} is neither yes nor no")
-        _require(1 <= price <= 99, f"delta price {price} is outside 1..99 cents")
+        _require(is_valid_price(price), f"delta price {price} is outside 1..99 cents")
         _require(abs(signed_delta) <= MAX_CONTRACTS, f"delta size {signed_delta} is too large")
         book = self.books.setdefault((session, ticker), {"yes": {}, "no": {}})
         old = book[side].get(price, 0)
@@ -164,7 +165,7 @@ class _Recorder:
     def trade(self, trade_id: str | None, ticker: str, yes_price: int, count: int, taker_side: str, ts_ms: int,
               received_ms: int) -> None:
         _require(bool(ticker), "trade without a market_ticker")
-        _require(1 <= yes_price <= 99, f"trade price {yes_price} is outside 1..99 cents")
+        _require(is_valid_price(yes_price), f"trade price {yes_price} is outside 1..99 cents")
         _require(0 < count <= MAX_CONTRACTS, f"trade count {count} is not a positive number of contracts")
         _require(taker_side in ("yes", "no"), f"taker_side {taker_side!r} is neither yes nor no")
         self.trades.append((trade_id, ticker, yes_price, 100 - yes_price, count, taker_side, ts_ms, received_ms))

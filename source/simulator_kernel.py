@@ -29,6 +29,7 @@ import math
 import numba
 import numpy as np
 
+from core.exchange import MAX_PRICE_CENTS, MIN_PRICE_CENTS, NO_ASK, NO_BID, PAYOUT_CENTS
 from core.ladder import TOP_LEVELS, best_price, top_depth
 
 ACTION_ADD, ACTION_REMOVE, ACTION_UPDATE = 0, 1, 2
@@ -107,14 +108,15 @@ def _level_size(depth):
 def _best_yes_ask(no):
     """100 - best NO bid; 100 when the NO side is empty."""
     best_no = best_price(no)
-    return 100 - best_no if best_no > 0 else 100
+    return PAYOUT_CENTS - best_no if best_no > NO_BID else NO_ASK
 
 
 @numba.njit(cache=True)
 def _quotes_around(center, half_width, widened):
     """Best bid and ask around a mid of center + 0.5 with a spread of 2 * half_width + 1 cents, one cent wider
     on one side while `widened` is -1 (bid) or +1 (ask): real books are 1, 2, 3+ cents wide."""
-    center = min(max(center, 2 + half_width), 97 - half_width)
+    # a cent of room beyond a widened side keeps both quotes on the ladder
+    center = min(max(center, MIN_PRICE_CENTS + 1 + half_width), MAX_PRICE_CENTS - 2 - half_width)
     return center - half_width - (1 if widened < 0 else 0), center + 1 + half_width + (1 if widened > 0 else 0)
 
 

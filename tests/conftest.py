@@ -170,9 +170,9 @@ def small_env(small_universe, tmp_path, monkeypatch):
 def published(built_store):
     """The train -> validate -> publish chain on the small universe (quick budget), shared by the training and
     live tests."""
-    from training.market_data import load_market_data
+    from training.data.cache import load_market_data
     from training.pipeline import quick_config, run_training
-    from training.release import run_publish, run_validation
+    from training.release.runs import run_publish, run_validation
 
     _, lake, _ = built_store
     data = load_market_data(lake)

@@ -1,12 +1,12 @@
 """Train a candidate policy, as plain functions over the lake (the Dagster assets wrap these).
 
 Stages, in order, each within its share of the actual budget (time or steps, whichever ends first):
-1. forecaster (training/forecast.py): supervised forward mid moves on training markets, early-stopped on
+1. forecaster (training/learners/forecast.py): supervised forward mid moves on training markets, early-stopped on
    held-out whole training markets;
-2. forecast trader (training/forecast_trader.py): horizon and margins tuned on a stratified sample of
+2. forecast trader (training/learners/forecast_trader.py): horizon and margins tuned on a stratified sample of
    training markets;
-3. warm start (training/warm_start.py): the trader distilled into the policy network (DAgger);
-4. PPO (training/ppo.py), the last stage, with the forecaster frozen; its curriculum follows the elapsed
+3. warm start (training/learners/warm_start.py): the trader distilled into the policy network (DAgger);
+4. PPO (training/learners/ppo.py), the last stage, with the forecaster frozen; its curriculum follows the elapsed
    share of PPO's budget.
 Nothing here knows the simulator's planted effects: no known-answer rule is imported (a test checks the
 import graph). Validation markets are used once, at the end: each stage's greedy strategy is scored on
@@ -27,19 +27,21 @@ import polars as pl
 import torch
 
 from core.catalog import Lake, write_bytes_atomic, write_json_atomic
+from core.exchange import TradingRules
 from core.settings import settings
-from training import evaluate
-from training.baselines import tuning_sample
-from training.env import BatchedMarketEnv, TradingRules
-from training.episodes import build_episode, curriculum_stage
-from training.forecast import ForecastConfig, Forecaster, fit_forecaster
-from training.forecast_trader import ForecastTrader, trader_actor, tune_trader
-from training.market_data import MarketData, load_market_data
-from training.policy import GreedyPolicy, MarketPolicy, build_policy
-from training.ppo import Budget, PPOConfig, PPOResult, run_ppo
-from training.report import save_learning_curves
-from training.tiers import choose_tier, measure_tier
-from training.warm_start import DistillConfig, distill_trader
+from training.data.cache import load_market_data
+from training.data.market_data import MarketData
+from training.environment.batched_env import BatchedMarketEnv
+from training.environment.episodes import build_episode, curriculum_stage
+from training.evaluation import scoring
+from training.evaluation.baselines import tuning_sample
+from training.evaluation.report import save_learning_curves
+from training.learners.forecast import ForecastConfig, Forecaster, fit_forecaster
+from training.learners.forecast_trader import ForecastTrader, trader_actor, tune_trader
+from training.learners.policy import GreedyPolicy, MarketPolicy, build_policy
+from training.learners.ppo import Budget, PPOConfig, PPOResult, run_ppo
+from training.learners.tiers import choose_tier, measure_tier
+from training.learners.warm_start import DistillConfig, distill_trader
 
 NIGHTLY_TRAIN_SECONDS = 360.0
 STAGES = ("forecast_trader", "warm_start", "ppo")
@@ -51,7 +53,7 @@ class BudgetShares:
 
     forecaster: float = 0.35
     distill: float = 0.15
-    large_tier: float = 0.10   # the larger tier's warm start (training/tiers.py)
+    large_tier: float = 0.10   # the larger tier's warm start (training/learners/tiers.py)
 
 
 @dataclass
@@ -156,7 +158,7 @@ def train_policy(data: MarketData, config: TrainingConfig,
 def train_large_tier(base: MarketPolicy, forecaster: Forecaster, trader: ForecastTrader, data: MarketData,
                      config: TrainingConfig, device: torch.device) -> tuple[MarketPolicy, dict, dict]:
     """The larger tier, warm-started from the same trader around the same forecaster; returns the policy to
-    keep (see training/tiers.py), the larger tier's warm-start report and the comparison."""
+    keep (see training/learners/tiers.py), the larger tier's warm-start report and the comparison."""
     large = build_policy(data.feature_names, data.mean, data.std, config.large_hidden, forecaster=forecaster)
     large.forecaster.requires_grad_(False)
     large.to(device)
@@ -173,8 +175,8 @@ def stage_strategies(policy: MarketPolicy, warm_state: dict, trader: ForecastTra
     warm = copy.deepcopy(policy)
     warm.load_state_dict(warm_state)
     return {"forecast_trader": trader_actor(trader, forecaster, feature_names),
-            "warm_start": evaluate.actor_of(GreedyPolicy(warm.cpu()).eval()),
-            "ppo": evaluate.actor_of(GreedyPolicy(copy.deepcopy(policy).cpu()).eval())}
+            "warm_start": scoring.actor_of(GreedyPolicy(warm.cpu()).eval()),
+            "ppo": scoring.actor_of(GreedyPolicy(copy.deepcopy(policy).cpu()).eval())}
 
 
 def keep_ppo_if_no_worse(policy: MarketPolicy, warm_state: dict, trader: ForecastTrader, forecaster: Forecaster,
@@ -183,12 +185,12 @@ def keep_ppo_if_no_worse(policy: MarketPolicy, warm_state: dict, trader: Forecas
     back to the warm start if PPO made less there."""
     started = time.perf_counter()
     strategies = stage_strategies(policy, warm_state, trader, forecaster, data.feature_names)
-    per_market = {name: evaluate.market_metrics(evaluate.play(data, "validation", act, config.rules))
+    per_market = {name: scoring.market_metrics(scoring.play(data, "validation", act, config.rules))
                   for name, act in strategies.items()}
-    scores = {name: evaluate.summarize(name, frame) for name, frame in per_market.items()}
-    adds = {"warm_start_minus_forecast_trader": evaluate.paired_difference(per_market["warm_start"],
+    scores = {name: scoring.summarize(name, frame) for name, frame in per_market.items()}
+    adds = {"warm_start_minus_forecast_trader": scoring.paired_difference(per_market["warm_start"],
                                                                            per_market["forecast_trader"]),
-            "ppo_minus_warm_start": evaluate.paired_difference(per_market["ppo"], per_market["warm_start"])}
+            "ppo_minus_warm_start": scoring.paired_difference(per_market["ppo"], per_market["warm_start"])}
     kept = "ppo" if scores["ppo"]["mean_return_dollars"] >= scores["warm_start"]["mean_return_dollars"] else "warm_start"
     if kept == "warm_start":
         policy.load_state_dict(warm_state)

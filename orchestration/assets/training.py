@@ -1,4 +1,4 @@
-"""Training, validation and publishing assets: thin wrappers around training.pipeline and training.release."""
+"""Training, validation and publishing assets: thin wrappers around training.pipeline and training.release.runs."""
 
 
 from pathlib import Path
@@ -6,9 +6,9 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.resources import LakeResource
+from training.evaluation.report import inline_image
 from training.pipeline import config_from_settings, run_training
-from training.release import run_publish, run_validation
-from training.report import inline_image
+from training.release.runs import run_publish, run_validation
 
 TRAINING_GROUP = "policy"
 AGREEMENT_CHECK = "int8_matches_fp32_actions"

@@ -20,7 +20,7 @@ from live.runner import run_live
 from live.sources import follow, read_recording_tables, replay
 from tests.conftest import SAGNIK, SHARED_DATA
 from tests.training.test_publish import _validation
-from training.serving import PolicyServer
+from training.release.serving import PolicyServer
 
 KEY = ["market_ticker", "session_id", "sequence_number"]
 NO_BUDGET = float("inf")  # latency is measured by make bench; a loaded CI machine must not decide here
@@ -29,8 +29,8 @@ NO_BUDGET = float("inf")  # latency is measured by make bench; a loaded CI machi
 def _publish_winning(source_published, lake: Lake) -> dict:
     """Publish the small universe's trained policy into `lake` with a validation result that promotes it."""
     from training.pipeline import load_candidate
-    from training.publish import publish
-    from training.release import validation_observations
+    from training.release.publish import publish
+    from training.release.runs import validation_observations
 
     source, data, summary, _, _ = source_published
     policy, _ = load_candidate(source, data)
@@ -135,7 +135,7 @@ def test_replay_of_every_real_recording_matches_the_offline_store(pg_dsn, fresh_
 
 @needs_real_data
 def test_hot_reload_mid_stream_switches_at_one_arrival_and_refuses_a_broken_version(published, tmp_path):
-    from training.publish import read_registry
+    from training.release.publish import read_registry
 
     lake = Lake(tmp_path / "lake")
     first = _publish_winning(published, lake)

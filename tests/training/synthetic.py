@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.schema import MODEL_FEATURES
-from training.market_data import MarketData, MarketSeries
+from training.data.market_data import MarketData, MarketSeries
 
 
 def synthetic_market(ticker, n, bid=40, ask=42, size=5, split="train", klass="stable", settled_ms=None, outcome=None,

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from training import baselines, evaluate
-from training.env import TradingRules
+from core.exchange import TradingRules
+from training.evaluation import baselines, scoring
 
 
 @pytest.fixture(scope="module")
 def data(built_store):
-    from training.market_data import load_market_data
+    from training.data.cache import load_market_data
 
     _, lake, _ = built_store
     return load_market_data(lake)
@@ -29,7 +29,7 @@ def test_backtester_equals_the_simulator_for_threshold_rules(data):
             names = [m.ticker for m in markets if m.split == split]
             if not names:
                 continue
-            played = evaluate.market_metrics(evaluate.play(data, split, baselines.threshold_actor(data.feature_names, rule),
+            played = scoring.market_metrics(scoring.play(data, split, baselines.threshold_actor(data.feature_names, rule),
                                                            markets=names))
             simulated = dict(zip(played["market_ticker"], played["pnl_cents"]))
             traded += int(played["orders"].sum())
@@ -51,8 +51,8 @@ def test_best_rule_is_tuned_on_a_stratified_training_sample(data):
 
 
 def test_random_baseline_sends_only_orders_that_fill(data):
-    from training.env import BatchedMarketEnv
-    from training.episodes import market_windows
+    from training.environment.batched_env import BatchedMarketEnv
+    from training.environment.episodes import market_windows
 
     windows = [w for m in data.of_split("validation")[:3] for w in market_windows(m)]
     queue = iter(windows)

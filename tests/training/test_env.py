@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.exchange import TradingRules, taker_fee_cents
 from tests.training.synthetic import synthetic_data, synthetic_market
-from training.env import BatchedMarketEnv, TradingRules, taker_fee_cents
-from training.episodes import merge_markets
-from training.spaces import BUY_NO, BUY_YES, HOLD, SELL_YES
+from training.environment.batched_env import BatchedMarketEnv
+from training.environment.episodes import merge_markets
+from training.environment.spaces import BUY_NO, BUY_YES, HOLD, SELL_YES
 
 
 def test_kalshi_taker_fee_rounds_the_order_total_up_to_the_cent():

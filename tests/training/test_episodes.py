@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tests.training.synthetic import synthetic_data, synthetic_market
-from training.episodes import CURRICULUM, build_episode, curriculum_stage
+from training.environment.episodes import CURRICULUM, build_episode, curriculum_stage
 
 
 def test_curriculum_and_training_episodes_use_training_markets_only():

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.exchange import round_trip_cost_probability as round_trip_cost
 from tests.training.synthetic import synthetic_data, synthetic_market
-from training.forecast import (
+from training.learners.forecast import (
     HORIZONS,
     ForecastConfig,
     fit_forecaster,
     forward_mid_moves,
 )
-from training.forecast_trader import ForecastTrader, round_trip_cost, trader_signals
+from training.learners.forecast_trader import ForecastTrader, trader_signals
 
 
 def test_forward_moves_end_at_the_settlement():

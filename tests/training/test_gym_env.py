@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from features.schema import MODEL_FEATURES
 from tests.training.synthetic import synthetic_data, synthetic_market
-from training.spaces import POSITION_FEATURES
+from training.environment.spaces import POSITION_FEATURES
 
 
 def test_gymnasium_wrapper_passes_the_environment_checker():
     from gymnasium.utils.env_checker import check_env
 
-    from training.gym_env import KalshiMarketsEnv
+    from training.environment.gym_env import KalshiMarketsEnv
 
     data = synthetic_data(*[synthetic_market(f"KX{i}", 2500, start=i) for i in range(3)])
     env = KalshiMarketsEnv(data)

@@ -20,7 +20,8 @@ def _mapped(array: np.ndarray) -> bool:
 
 def test_the_cache_gives_the_arrays_and_statistics_of_one_read(built_store):
     from features import store
-    from training.market_data import load_market_data, market_data_from_events
+    from training.data.cache import load_market_data
+    from training.data.market_data import market_data_from_events
     _, lake, _ = built_store
     new = load_market_data(lake)
     markets = store.load_markets(lake)
@@ -52,7 +53,7 @@ def test_the_cache_is_built_once_per_feature_store_version(built_store, tmp_path
 
     from core.catalog import Lake
     from core.settings import environment_overrides
-    from training.market_data import load_market_data
+    from training.data.cache import load_market_data
 
     _, source, _ = built_store
     lake = Lake(tmp_path / "lake")
@@ -81,7 +82,7 @@ def test_a_killed_build_leaves_no_version_behind(built_store, tmp_path, monkeypa
 
     from core.catalog import Lake
     from core.settings import environment_overrides
-    from training import market_data
+    from training.data import cache
 
     _, source, _ = built_store
     lake = Lake(tmp_path / "lake")
@@ -92,16 +93,17 @@ def test_a_killed_build_leaves_no_version_behind(built_store, tmp_path, monkeypa
 
     with environment_overrides(KFS_CACHE=str(tmp_path / "cache")):
         # Killed after the column files are written, as the index is written.
-        monkeypatch.setattr(market_data, "write_bytes_atomic", interrupted)
+        monkeypatch.setattr(cache, "write_bytes_atomic", interrupted)
         with pytest.raises(KeyboardInterrupt):
-            market_data.load_market_data(lake)
+            cache.load_market_data(lake)
         assert not list(lake.local_cache("training_arrays").iterdir())
         monkeypatch.undo()
-        assert market_data.load_market_data(lake).markets
+        assert cache.load_market_data(lake).markets
 
 
 def test_rows_placed_out_of_time_order_are_sorted_in_the_files(tmp_path):
-    from training.market_data import ARRAY_TYPES, ColumnFiles, _sort_by_event_time
+    from training.data.cache import ColumnFiles, _sort_by_event_time
+    from training.data.market_data import ARRAY_TYPES
 
     rng = np.random.default_rng(3)
     rows, width = 1000, 5
@@ -125,7 +127,7 @@ def _read_through(array: np.ndarray) -> tuple[int, int]:
     training reads)."""
     import time
 
-    from training import mapped_pages
+    from training.data import mapped_pages
 
     start, grown, total = mapped_pages.resident_file_bytes(), 0, 0
     for first in range(0, len(array), (4 << 20) // 8):
@@ -137,7 +139,7 @@ def _read_through(array: np.ndarray) -> tuple[int, int]:
 
 def test_mapped_pages_stay_under_the_budget_and_read_the_same(tmp_path):
     from core.settings import environment_overrides
-    from training import mapped_pages
+    from training.data import mapped_pages
 
     path, size = tmp_path / "column.bin", 96 << 20
     expected = np.arange(size // 8, dtype=np.int64)
@@ -156,7 +158,7 @@ def test_mapped_pages_stay_under_the_budget_and_read_the_same(tmp_path):
 def test_a_forked_child_holds_its_mapped_pages_under_the_budget(tmp_path):
     """Threads do not survive a fork: the child reading maps it inherited gets a trimmer of its own."""
     from core.settings import environment_overrides
-    from training import mapped_pages
+    from training.data import mapped_pages
 
     path = tmp_path / "column.bin"
     np.arange((96 << 20) // 8, dtype=np.int64).tofile(path)
@@ -177,9 +179,9 @@ def test_a_forked_child_holds_its_mapped_pages_under_the_budget(tmp_path):
 
 @pytest.mark.parametrize("window_rows", [1 << 20, 1000])
 def test_market_rows_read_what_concatenated_markets_hold(built_store, monkeypatch, window_rows):
-    from training import forecast
-    from training.forecast import MarketRows, forward_mid_moves
-    from training.market_data import load_market_data
+    from training.data.cache import load_market_data
+    from training.learners import forecast
+    from training.learners.forecast import MarketRows, forward_mid_moves
     monkeypatch.setattr(forecast, "WINDOW_ROWS", window_rows)   # 1000: positions read in many windows
     _, lake, _ = built_store
     data = load_market_data(lake)
@@ -195,7 +197,7 @@ def test_market_rows_read_what_concatenated_markets_hold(built_store, monkeypatc
 
 
 def test_forward_moves_at_any_row_match_the_definition():
-    from training.forecast import HORIZONS, MarketRows
+    from training.learners.forecast import HORIZONS, MarketRows
 
     market = synthetic_market("S", 300, settled_ms=299_000, outcome=False)
     market.bid[:] = np.arange(300) % 90 + 1
@@ -208,7 +210,7 @@ def test_forward_moves_at_any_row_match_the_definition():
 
 
 def test_statistics_do_not_depend_on_how_rows_are_cut():
-    from training.market_data import FeatureMoments
+    from training.data.market_data import FeatureMoments
 
     def feature_statistics(blocks, width):
         moments = FeatureMoments(width)
@@ -228,7 +230,7 @@ def test_statistics_do_not_depend_on_how_rows_are_cut():
 
 
 def test_placement_finds_the_markets_whose_rows_come_out_of_time_order():
-    from training.market_data import Placement
+    from training.data.market_data import Placement
 
     def run(times, value):
         return {"time_ms": np.array(times, np.int64), "features": np.full((len(times), 2), value, np.float32)}

@@ -38,11 +38,11 @@ def test_concurrent_registry_updates_are_all_kept(backend, request, tmp_path_fac
 def test_train_validate_publish_and_serve_with_the_lake_in_a_bucket(built_store, object_store, s3_lake, tmp_path):
     from core.catalog import Lake
     from core.object_store import s3_filesystem
-    from training.market_data import load_market_data
+    from training.data.cache import load_market_data
     from training.pipeline import quick_config, run_training
-    from training.publish import PRODUCTION, read_registry
-    from training.release import run_publish, run_validation
-    from training.serving import PolicyServer
+    from training.release.publish import PRODUCTION, read_registry
+    from training.release.runs import run_publish, run_validation
+    from training.release.serving import PolicyServer
 
     _, local, _ = built_store
     lake = Lake(s3_lake)

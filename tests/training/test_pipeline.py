@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.validation import SPLITS
+from training.evaluation.validation import SPLITS
 
 STRATEGIES = ["policy", "best_rule", "known_answer", "known_answer_depth_lean", "known_answer_taker_run",
               "known_answer_quiet_queue", "forecast_trader", "imbalance_rule", "random", "always_hold",
@@ -77,7 +77,7 @@ def test_training_never_reaches_a_known_answer_rule():
 
 
 def test_unknown_split_is_a_clear_error(published):
-    from training.validation import score
+    from training.evaluation.validation import score
 
     _, data, _, _, _ = published
     with pytest.raises(ValueError, match="unknown split"):

@@ -18,7 +18,7 @@ def _validation(policy_low: float, best_rule_low: float) -> dict:
 
 def test_published_artifact_loads_with_plain_torch_and_agrees_with_fp32(published):
     lake, data, _, validation, manifest = published
-    from training.release import validation_observations
+    from training.release.runs import validation_observations
 
     folder = lake.model_version(manifest["version"])
     int8 = torch.jit.load(str(folder / "policy_int8.pt"))
@@ -43,7 +43,7 @@ def test_published_artifact_loads_with_plain_torch_and_agrees_with_fp32(publishe
     (0.5, 0.5, 5000, False, "latency"),
 ])
 def test_promotion_gate(policy_low, best_rule_low, p99, promoted, reason):
-    from training.publish import NON_INFERIORITY_MARGIN, promotion_gate
+    from training.release.publish import NON_INFERIORITY_MARGIN, promotion_gate
 
     assert NON_INFERIORITY_MARGIN == 1.0
     validation = _validation(policy_low, best_rule_low)
@@ -56,9 +56,9 @@ def test_promotion_gate(policy_low, best_rule_low, p99, promoted, reason):
 def test_promotion_and_hot_reload(published, tmp_path):
     from core.catalog import Lake
     from training.pipeline import load_candidate
-    from training.publish import PRODUCTION, publish, read_registry
-    from training.release import validation_observations
-    from training.serving import PolicyLoadError, PolicyServer
+    from training.release.publish import PRODUCTION, publish, read_registry
+    from training.release.runs import validation_observations
+    from training.release.serving import PolicyLoadError, PolicyServer
 
     source, data, summary, _, _ = published
     lake = Lake(tmp_path)

@@ -67,9 +67,9 @@ def build_store(pg_dsn: str, root, schema: str, config: SimulationConfig) -> Lak
 
 def train_and_score(lake: Lake, strategies_needed: str) -> tuple[dict, dict]:
     """The nightly pipeline (default budget and configuration) on `lake`, then the test split scored."""
-    from training.market_data import load_market_data
+    from training.data.cache import load_market_data
     from training.pipeline import config_from_settings, run_training
-    from training.release import run_validation
+    from training.release.runs import run_validation
 
     data = load_market_data(lake)
     with temporary_env(KFS_TRAIN_DEVICE="cpu"):

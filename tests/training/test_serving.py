@@ -8,8 +8,8 @@ import zipfile
 import pytest
 import torch
 
-from training.publish import PRODUCTION, publish, read_registry, sha256_of
-from training.serving import PolicyLoadError, PolicyServer
+from training.release.publish import PRODUCTION, publish, read_registry, sha256_of
+from training.release.serving import PolicyLoadError, PolicyServer
 
 WINNING = {"table": [{"strategy": "policy", "markets": 25, "mean_return_dollars": 2.0, "ci_low": 0.5, "ci_high": 3.0}],
            "comparison": {"best_rule": {"mean": 2.0, "ci_low": 0.5, "ci_high": 3.0}}}
@@ -21,7 +21,7 @@ def serving(published, tmp_path):
     """A lake with one promoted version being served, and a way to publish (and then tamper with) another."""
     from core.catalog import Lake
     from training.pipeline import load_candidate
-    from training.release import validation_observations
+    from training.release.runs import validation_observations
 
     source, data, summary, _, _ = published
     lake = Lake(tmp_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.tiers import BATCH_BUDGET_P99_US, SHARPE_GAIN, choose_tier
+from training.learners.tiers import BATCH_BUDGET_P99_US, SHARPE_GAIN, choose_tier
 
 
 def _tier(hidden: int, sharpe: float, p99_us: float) -> dict:

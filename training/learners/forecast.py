@@ -4,8 +4,8 @@ Nothing here knows what the simulator plants. Targets are what any market shows:
 (in probability) over the next 10, 40 and 160 events of the same market, or to the settlement value when
 the market settles sooner. The forecaster is an MLP over one market's model features, fitted on training
 markets with a tenth of them (whole markets) held out for early stopping, so the fit it reports is on
-markets it never saw. The policy embeds it (training/policy.py) and the forecast trader
-(training/forecast_trader.py) acts on it.
+markets it never saw. The policy embeds it (training/learners/policy.py) and the forecast trader
+(training/learners/forecast_trader.py) acts on it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.mapped_pages import release_mapped_pages
-from training.market_data import MarketData, MarketSeries
+from training.data.mapped_pages import release_mapped_pages
+from training.data.market_data import MarketData, MarketSeries
 
 HORIZONS = (10, 40, 160)   # events ahead
 TARGET_SCALE = 10.0        # targets are learned in tenths of a probability: unit-scale for the loss

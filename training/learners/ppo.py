@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 from torch.distributions import Categorical
 
-from training.env import BatchedMarketEnv
-from training.policy import MarketPolicy
+from training.environment.batched_env import BatchedMarketEnv
+from training.learners.policy import MarketPolicy
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from torch import nn
 
 from core.catalog import Lake, write_json_atomic
 from features.schema import EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
-from training.policy import GreedyPolicy, MarketPolicy
-from training.spaces import MAX_SLOTS, POSITION_FEATURES
+from training.environment.spaces import MAX_SLOTS, POSITION_FEATURES
+from training.learners.policy import GreedyPolicy, MarketPolicy
 
 LATENCY_BUDGET_P99_US = 1000.0
 PRODUCTION = "production"

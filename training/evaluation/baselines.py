@@ -19,10 +19,20 @@ import numba
 import numpy as np
 import torch
 
-from training.env import BatchedMarketEnv, TradingRules
-from training.episodes import MAX_STEPS
-from training.market_data import MarketData, MarketSeries
-from training.spaces import BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
+from core.exchange import (
+    NO_ASK,
+    NO_BID,
+    PAYOUT_CENTS,
+    TradingRules,
+    liquidation_value_kernel,
+    one_cent_worse_to_buy_kernel,
+    one_cent_worse_to_sell_kernel,
+    taker_fill_kernel,
+)
+from training.data.market_data import MarketData, MarketSeries
+from training.environment.batched_env import BatchedMarketEnv
+from training.environment.episodes import MAX_STEPS
+from training.environment.spaces import BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
 
 ActionFn = Callable[[torch.Tensor, torch.Tensor, BatchedMarketEnv], torch.Tensor]
 RULE_SIDES = ("both", "yes_only", "no_only")
@@ -46,7 +56,7 @@ def random_fillable(trade_rate: float, seed: int) -> ActionFn:
         t = env.t
         bid, ask = env.fill_bid[env._rows, t], env.fill_ask[env._rows, t]
         possible = torch.stack([env.yes + lot <= limit, env.yes >= lot, env.no + lot <= limit, env.no >= lot], -1)
-        possible &= torch.stack([ask < 100, bid > 0, bid > 0, ask < 100], -1)
+        possible &= torch.stack([ask < NO_ASK, bid > NO_BID, bid > NO_BID, ask < NO_ASK], -1)
         weights = possible.float() + 1e-9
         choice = torch.multinomial(weights.reshape(-1, 4), 1, generator=generator).reshape(live.shape) + 1
         trade = (torch.rand(live.shape, generator=generator) < trade_rate) & possible.any(-1) & live
@@ -61,7 +71,7 @@ def buy_and_hold_yes(obs, live, env) -> torch.Tensor:
 
 
 def imbalance_rule(feature_names: list[str], threshold: float) -> ActionFn:
-    """Top-5 depth imbalance: long YES above +threshold, long NO below -threshold, away from 1/99; hold."""
+    """Top-5 depth imbalance: long YES above +threshold, long NO below -threshold, away from certainty; hold."""
     imbalance = feature_names.index("ob_yes_depth_imbalance")
     certainty = feature_names.index("ob_distance_from_certainty")
 
@@ -152,24 +162,6 @@ def _f32(value: float) -> float:
     return float(np.float32(value))
 
 
-@numba.njit(cache=True)
-def _fee(contracts, price):
-    exact = 7 * contracts * price * (100 - price)
-    return (exact + 9_999) // 10_000 if contracts > 0 else 0
-
-
-@numba.njit(cache=True)
-def _fill(contracts, best, size, worse):
-    at_best = min(contracts, size)
-    rest = contracts - at_best
-    return at_best * best + rest * worse, _fee(at_best, best) + _fee(rest, worse)
-
-
-@numba.njit(cache=True)
-def _liquidation(contracts, bid):
-    return contracts * bid - _fee(contracts, bid) if bid > 0 else 0
-
-
 def rule_signals(rule: ThresholdRule, values: np.ndarray) -> np.ndarray:
     """bool [n, 4]: (enter YES, leave YES, enter NO, leave NO) at each row, for the raw feature values."""
     x = (rule.orientation * values.astype(np.float32)).astype(np.float64)  # float32 values, as observed
@@ -202,29 +194,31 @@ def backtest_market(signals, bid, ask, bid_size, ask_size, fill, settle_row, out
                 action = 4
             f = fill[t]
             b, a = bid[f], ask[f]
-            if action == 1 and a < 100 and yes + lot <= limit:
-                paid, fee = _fill(lot, a, ask_size[f], min(a + 1, 99))
+            if action == 1 and a < NO_ASK and yes + lot <= limit:
+                paid, fee = taker_fill_kernel(lot, a, ask_size[f], one_cent_worse_to_buy_kernel(a))
                 cash -= paid + fee
                 yes += lot
-            elif action == 2 and b > 0 and yes >= lot:
-                got, fee = _fill(lot, b, bid_size[f], max(b - 1, 1))
+            elif action == 2 and b > NO_BID and yes >= lot:
+                got, fee = taker_fill_kernel(lot, b, bid_size[f], one_cent_worse_to_sell_kernel(b))
                 cash += got - fee
                 yes -= lot
-            elif action == 3 and b > 0 and no + lot <= limit:
-                paid, fee = _fill(lot, 100 - b, bid_size[f], min(100 - b + 1, 99))
+            elif action == 3 and b > NO_BID and no + lot <= limit:
+                no_ask = PAYOUT_CENTS - b
+                paid, fee = taker_fill_kernel(lot, no_ask, bid_size[f], one_cent_worse_to_buy_kernel(no_ask))
                 cash -= paid + fee
                 no += lot
-            elif action == 4 and a < 100 and no >= lot:
-                got, fee = _fill(lot, 100 - a, ask_size[f], max(100 - a - 1, 1))
+            elif action == 4 and a < NO_ASK and no >= lot:
+                no_bid = PAYOUT_CENTS - a
+                got, fee = taker_fill_kernel(lot, no_bid, ask_size[f], one_cent_worse_to_sell_kernel(no_bid))
                 cash += got - fee
                 no -= lot
             if t == settle_row:
-                cash += 100 * (yes if outcome_yes else no)
+                cash += PAYOUT_CENTS * (yes if outcome_yes else no)
                 yes = 0
                 no = 0
         last = stop - 1
-        no_bid = 100 - ask[last] if ask[last] < 100 else 0
-        total += cash + _liquidation(yes, bid[last]) + _liquidation(no, no_bid)
+        no_bid = PAYOUT_CENTS - ask[last] if ask[last] < NO_ASK else NO_BID
+        total += cash + liquidation_value_kernel(yes, bid[last]) + liquidation_value_kernel(no, no_bid)
     return total
 
 

@@ -22,7 +22,8 @@ import torch
 
 from core.catalog import Lake
 from features.schema import MODEL_FEATURES
-from training.publish import (
+from training.environment.spaces import MAX_SLOTS, N_ACTIONS, POSITION_FEATURES
+from training.release.publish import (
     LATENCY_BUDGET_P99_US,
     PRODUCTION,
     feature_schema_hash,
@@ -30,7 +31,6 @@ from training.publish import (
     quiet_torch_deprecations,
     sha256_of,
 )
-from training.spaces import MAX_SLOTS, N_ACTIONS, POSITION_FEATURES
 
 MIN_BEHAVIOUR_AGREEMENT = 0.98  # int8 kernels may differ in a rare tie across CPUs; a different model cannot
 

@@ -1,6 +1,6 @@
 """The market-agnostic policy (DESIGN.md section 5).
 
-Per slot: normalised features, the position, and the forward-move forecast (training/forecast.py, fitted
+Per slot: normalised features, the position, and the forward-move forecast (training/learners/forecast.py, fitted
 on training markets before PPO and frozen in it) with its edge over a round trip's cost -> shared market
 encoder; the temporal and trade-flow features -> a temporal encoder; both joined, then attention across
 the live slots (padding masked), then per-slot action logits (HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO).
@@ -16,10 +16,10 @@ import math
 import torch
 from torch import nn
 
+from core.exchange import TAKER_FEE_PER_PROBABILITY
 from features.schema import columns_of
-from training.forecast import HORIZONS, TARGET_SCALE, Forecaster
-from training.forecast_trader import FEE_RATE
-from training.spaces import N_ACTIONS, POSITION_FEATURES
+from training.environment.spaces import N_ACTIONS, POSITION_FEATURES
+from training.learners.forecast import HORIZONS, TARGET_SCALE, Forecaster
 
 # The temporal encoder sees the groups that describe activity over time.
 TEMPORAL_GROUPS = ("temporal", "trade_flow")
@@ -46,7 +46,7 @@ class MarketPolicy(nn.Module):
         self.actor = nn.Linear(hidden, N_ACTIONS)
         self.critic = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         self.scale = float(hidden) ** -0.5
-        self.fee_rate = FEE_RATE            # attributes, so TorchScript sees constants, not globals
+        self.fee_rate = TAKER_FEE_PER_PROBABILITY  # attributes, so TorchScript sees constants, not globals
         self.target_scale = TARGET_SCALE
 
     def start_cautious(self, trade_probability: float) -> None:
@@ -78,7 +78,7 @@ class MarketPolicy(nn.Module):
         probability: what the warm start taught the policy to act on."""
         move = self.forecaster(raw)
         mid, spread = raw[..., self.mid_index], raw[..., self.spread_index]
-        cost = (spread + 2 * self.fee_rate * mid * (1 - mid)).unsqueeze(-1)   # = forecast_trader.round_trip_cost
+        cost = (spread + 2 * self.fee_rate * mid * (1 - mid)).unsqueeze(-1)   # = exchange.round_trip_cost_probability
         return torch.cat([move, move - cost, -move - cost], dim=-1) * self.target_scale
 
     def forward(self, obs: torch.Tensor, live: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,9 +22,10 @@ import polars as pl
 import torch
 from scipy import stats
 
-from training.env import BatchedMarketEnv, TradingRules
-from training.episodes import market_windows
-from training.market_data import MarketData
+from core.exchange import TradingRules
+from training.data.market_data import MarketData
+from training.environment.batched_env import BatchedMarketEnv
+from training.environment.episodes import market_windows
 
 ActionFn = Callable[[torch.Tensor, torch.Tensor, BatchedMarketEnv], torch.Tensor]
 BOOTSTRAP_SAMPLES = 4000

@@ -2,7 +2,7 @@
 
 Why a warm start at all: trading states that pay are rare and every order pays spread and fees at once,
 while the gain arrives tens of events later; PPO from a random policy learns "never trade" long before it
-meets them. The forecast trader (learned from data, training/forecast_trader.py) puts the policy where
+meets them. The forecast trader (learned from data, training/learners/forecast_trader.py) puts the policy where
 the reward is, and PPO then keeps, refines or drops that behaviour on its own returns.
 
 Demonstrations come from training episodes in two rounds (DAgger): first the trader drives, then the
@@ -19,12 +19,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from training.env import BatchedMarketEnv, TradingRules
-from training.episodes import build_episode, curriculum_stage
-from training.forecast_trader import BookColumns, ForecastTrader, trader_actions
-from training.market_data import MarketData
-from training.policy import MarketPolicy
-from training.spaces import HOLD
+from core.exchange import TradingRules
+from training.data.market_data import MarketData
+from training.environment.batched_env import BatchedMarketEnv
+from training.environment.episodes import build_episode, curriculum_stage
+from training.environment.spaces import HOLD
+from training.learners.forecast_trader import BookColumns, ForecastTrader, trader_actions
+from training.learners.policy import MarketPolicy
 
 MAX_CLASS_WEIGHT = 10.0  # order classes are up-weighted up to this much relative to HOLD
 

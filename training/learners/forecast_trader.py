@@ -1,10 +1,10 @@
 """The generic warm start, part 2: the trader that acts on the learned forecast, tuned on training markets.
 
 It knows what every Kalshi taker knows and nothing about planted effects: a round trip costs the spread and
-two taker fees (0.07 p (1 - p) each, in probability). It buys YES when the forecast mid move at its horizon
+two taker fees (core/exchange.py). It buys YES when the forecast mid move at its horizon
 beats that cost by `entry_margin`, NO when the forecast fall does, and leaves a position once the forecast
 turns against it by `exit_margin`. The horizon and margins are chosen on a stratified sample of training
-markets by the compiled backtester. The policy is warm-started by distilling this trader (training/warm_start.py),
+markets by the compiled backtester. The policy is warm-started by distilling this trader (training/learners/warm_start.py),
 so whatever edge it has comes from the forecaster, which learned it from data.
 """
 
@@ -16,13 +16,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from training.baselines import backtest_signals
-from training.env import TradingRules
-from training.forecast import HORIZONS, Forecaster
-from training.market_data import MarketData, MarketSeries
-from training.spaces import BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
+from core.exchange import TradingRules, round_trip_cost_probability
+from training.data.market_data import MarketData, MarketSeries
+from training.environment.spaces import BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
+from training.evaluation.baselines import backtest_signals
+from training.learners.forecast import HORIZONS, Forecaster
 
-FEE_RATE = 0.07                      # Kalshi taker fee per contract: 0.07 p (1 - p)
 ENTRY_MARGINS = (0.0, 0.01, 0.02, 0.04)
 EXIT_MARGINS = (-0.02, -0.01, 0.0, 0.01, 0.03)  # negative: leave once the edge has faded below |margin|
 
@@ -41,16 +40,11 @@ class ForecastTrader:
         return {**asdict(self), "horizon_events": HORIZONS[self.horizon], "rule": self.describe()}
 
 
-def round_trip_cost(mid: torch.Tensor | np.ndarray, spread: torch.Tensor | np.ndarray):
-    """Probability a position must gain to pay for itself: the spread plus a taker fee on entry and exit."""
-    return spread + 2 * FEE_RATE * mid * (1 - mid)
-
-
 def trader_signals(trader: ForecastTrader, forecast, mid, spread):
     """(enter YES, leave YES, enter NO, leave NO) for forecasts [..., H] and the book's mid and spread [...]
     (NumPy arrays or tensors)."""
     move = forecast[..., trader.horizon]
-    cost = round_trip_cost(mid, spread)
+    cost = round_trip_cost_probability(mid, spread)
     return (move - cost > trader.entry_margin, move < -trader.exit_margin,
             -move - cost > trader.entry_margin, move > trader.exit_margin)
 

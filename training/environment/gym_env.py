@@ -10,10 +10,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from training.env import BatchedMarketEnv, TradingRules
-from training.episodes import build_episode, curriculum_stage
-from training.market_data import MarketData
-from training.spaces import MAX_SLOTS, POSITION_FEATURES
+from core.exchange import TradingRules
+from training.data.market_data import MarketData
+from training.environment.batched_env import BatchedMarketEnv
+from training.environment.episodes import build_episode, curriculum_stage
+from training.environment.spaces import MAX_SLOTS, POSITION_FEATURES
 
 
 class KalshiMarketsEnv(gym.Env):

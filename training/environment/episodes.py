@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.market_data import MarketData, MarketSeries
+from training.data.market_data import MarketData, MarketSeries
 
 MIN_STEPS, MAX_STEPS = 500, 2000
 

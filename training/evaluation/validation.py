@@ -1,9 +1,9 @@
 """Scoring a candidate or a published version against every baseline, on validation or test markets.
 
-Strategies, all in the same simulator on the same markets (training/evaluate.py plays and scores them):
+Strategies, all in the same simulator on the same markets (training/evaluation/scoring.py plays and scores them):
 - `policy`: the candidate's greedy policy, or a published version's int8 TorchScript artifact itself;
 - `best_rule`: the best single-feature threshold rule, tuned on a stratified sample of training markets;
-- `known_answer` and one known-answer rule per planted effect (evaluation only: training/known_answers.py);
+- `known_answer` and one known-answer rule per planted effect (evaluation only: training/evaluation/known_answers.py);
 - `forecast_trader`: the rule the policy was warm-started from (so the report shows what RL added or lost);
 - `imbalance_rule` (threshold tuned on training markets), `random` (fillable orders at the policy's rate),
   `always_hold`, `buy_and_hold_yes`.
@@ -21,14 +21,14 @@ import numpy as np
 import polars as pl
 import torch
 
+from core.exchange import TradingRules
 from source.simulator_kernel import EFFECTS
-from training import baselines, evaluate
-from training.baselines import ThresholdRule
-from training.env import TradingRules
-from training.forecast_trader import ForecastTrader, trader_actor
-from training.known_answers import known_answer_actor
-from training.market_data import MarketData
-from training.policy import GreedyPolicy, MarketPolicy
+from training.data.market_data import MarketData
+from training.evaluation import baselines, scoring
+from training.evaluation.baselines import ThresholdRule
+from training.evaluation.known_answers import known_answer_actor
+from training.learners.forecast_trader import ForecastTrader, trader_actor
+from training.learners.policy import GreedyPolicy, MarketPolicy
 
 SPLITS = ("validation", "test")
 TUNING_MARKETS = 100
@@ -106,27 +106,27 @@ def score(data: MarketData, split: str, policy_actor, tuned: Baselines,
         raise ValueError(f"unknown split {split!r}; choose {' or '.join(SPLITS)}")
     if not data.of_split(split):
         raise ValueError(f"no {split} markets with events in the feature store")
-    policy_windows = evaluate.play(data, split, policy_actor, rules)
+    policy_windows = scoring.play(data, split, policy_actor, rules)
     trade_rate = max(float(policy_windows["orders"].sum()) / max(int(policy_windows["steps"].sum()), 1), 1e-3)
-    per_market = {"policy": evaluate.market_metrics(policy_windows)}
+    per_market = {"policy": scoring.market_metrics(policy_windows)}
     for name, act in strategies(data, policy_actor, tuned, trader, trade_rate, seed).items():
         if name != "policy":
-            per_market[name] = evaluate.market_metrics(evaluate.play(data, split, act, rules))
-    table = [evaluate.summarize(name, frame, seed) for name, frame in per_market.items()]
-    comparison = {name: evaluate.paired_difference(per_market["policy"], frame, seed)
+            per_market[name] = scoring.market_metrics(scoring.play(data, split, act, rules))
+    table = [scoring.summarize(name, frame, seed) for name, frame in per_market.items()]
+    comparison = {name: scoring.paired_difference(per_market["policy"], frame, seed)
                   for name, frame in per_market.items() if name != "policy"}
-    recovery = evaluate.capture_ratio(per_market["policy"], per_market["known_answer"], seed)
+    recovery = scoring.capture_ratio(per_market["policy"], per_market["known_answer"], seed)
     return {"split": split, "best_rule": tuned.best_rule.as_dict(), "table": table, "comparison": comparison,
             "recovery": recovery, "per_market": {name: frame.to_dicts() for name, frame in per_market.items()}}
 
 
 def candidate_actor(policy: MarketPolicy):
-    return evaluate.actor_of(GreedyPolicy(policy).eval())
+    return scoring.actor_of(GreedyPolicy(policy).eval())
 
 
 def artifact_actor(module: torch.jit.ScriptModule):
     """A published artifact (int8 TorchScript: (obs, live) -> actions) as a strategy."""
-    return evaluate.actor_of(module)
+    return scoring.actor_of(module)
 
 
 def beats(comparison: dict) -> list[str]:

@@ -10,11 +10,11 @@ training summary and the manifest.
 
 from __future__ import annotations
 
-from training import evaluate
-from training.env import TradingRules
-from training.market_data import MarketData
-from training.policy import GreedyPolicy, MarketPolicy
-from training.publish import latency_us, script_int8
+from core.exchange import TradingRules
+from training.data.market_data import MarketData
+from training.evaluation import scoring
+from training.learners.policy import GreedyPolicy, MarketPolicy
+from training.release.publish import latency_us, script_int8
 
 SHARPE_GAIN = 0.1
 BATCH_MARKETS = 100
@@ -28,8 +28,8 @@ def batched_latency(policy: MarketPolicy, n_features: int, calls: int = 200) -> 
 
 
 def measure_tier(policy: MarketPolicy, hidden: int, data: MarketData, rules: TradingRules) -> dict:
-    act = evaluate.actor_of(GreedyPolicy(policy.cpu().eval()).eval())
-    score = evaluate.summarize("policy", evaluate.market_metrics(evaluate.play(data, "validation", act, rules)))
+    act = scoring.actor_of(GreedyPolicy(policy.cpu().eval()).eval())
+    score = scoring.summarize("policy", scoring.market_metrics(scoring.play(data, "validation", act, rules)))
     return {"hidden": hidden, "validation_mean_dollars": score["mean_return_dollars"],
             "validation_ci": [score["ci_low"], score["ci_high"]], "validation_sharpe": score["cross_market_sharpe"],
             "batched_latency_us": batched_latency(policy, len(data.feature_names))}

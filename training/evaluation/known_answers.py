@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from source.simulator_kernel import EFFECTS, JUMP_MIN
-from training.env import BatchedMarketEnv
-from training.spaces import AGE_SCALE, BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
+from training.environment.batched_env import BatchedMarketEnv
+from training.environment.spaces import AGE_SCALE, BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
 
 
 @dataclass(frozen=True)

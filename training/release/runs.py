@@ -16,20 +16,21 @@ import polars as pl
 import torch
 
 from core.catalog import Lake, write_bytes_atomic, write_json_atomic
-from training.env import BatchedMarketEnv
-from training.episodes import market_windows
-from training.market_data import MarketData, load_market_data
-from training.pipeline import load_candidate
-from training.publish import LATENCY_BUDGET_P99_US, PRODUCTION, publish, read_registry
-from training.report import report_markdown, save_learning_curves, save_validation_plots
-from training.serving import PolicyLoadError, PolicyServer
-from training.validation import (
+from training.data.cache import load_market_data
+from training.data.market_data import MarketData
+from training.environment.batched_env import BatchedMarketEnv
+from training.environment.episodes import market_windows
+from training.evaluation.report import report_markdown, save_learning_curves, save_validation_plots
+from training.evaluation.validation import (
     Baselines,
     artifact_actor,
     candidate_actor,
     score,
     tune_baselines,
 )
+from training.pipeline import load_candidate
+from training.release.publish import LATENCY_BUDGET_P99_US, PRODUCTION, publish, read_registry
+from training.release.serving import PolicyLoadError, PolicyServer
 
 
 def _plots(result: dict, folder: Path) -> list[Path]:

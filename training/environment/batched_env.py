@@ -3,13 +3,12 @@
 State per environment: step, cash and YES/NO contracts per slot. Each step, the slot whose market
 produced the step's event (see `actable`) takes one of HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO for a
 fixed lot of contracts. Orders reach the exchange `latency_ms` after the event they react to and fill
-against the replayed book as it is then (the market's last event at or before arrival): up to the best
-level's size at the best price, the rest one cent worse (only the best level's size is in the feature
-store). The latency matters: a sweep arrives as a run of deltas within milliseconds, and an order
-filled at the book between two of them would trade at prices nobody could have hit.
-Kalshi's taker fee, ceil(0.07 x C x P x (1 - P)) in cents for C contracts at price P, is charged per fill
-level (C at the best price, the rest at the worse one). Positions are capped, valued at what they could
-be sold for net of the fee of selling them (best bid; the NO side at 100 - best YES ask), and pay 100 or 0
+against the replayed book as it is then (the market's last event at or before arrival). The latency
+matters: a sweep arrives as a run of deltas within milliseconds, and an order filled at the book between two
+of them would trade at prices nobody could have hit. The exchange's rules (core/exchange.py) decide the
+rest: up to the best level's size at the best price and the rest one cent worse (only the best level's size
+is in the feature store), Kalshi's taker fee per fill level, positions capped, valued at what they could be
+sold for net of the fee of selling them (best bid; the NO side at 100 - best YES ask), and paid 100 or 0
 when their market settles inside the episode. The reward is the change of that value in dollars, so an
 entry costs the spread and both fees at once, and a position open at the end is worth its exit.
 
@@ -19,15 +18,27 @@ contract if closed now: generic facts of the position, the same for every strate
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from training.episodes import Episode
-from training.market_data import MarketData
-from training.spaces import (
+from core.exchange import (
+    NO_ASK,
+    NO_BID,
+    PAYOUT_CENTS,
+    TradingRules,
+    cost_after_sale,
+    liquidation_value,
+    no_bid_of,
+    no_price,
+    one_cent_worse_to_buy,
+    one_cent_worse_to_sell,
+    taker_fill,
+)
+from training.data.market_data import MarketData
+from training.environment.episodes import Episode
+from training.environment.spaces import (
     AGE_SCALE,
     BUY_NO,
     BUY_YES,
@@ -38,30 +49,8 @@ from training.spaces import (
 )
 
 
-@dataclass(frozen=True)
-class TradingRules:
-    contracts: int = 10       # lot size of every order
-    position_limit: int = 50  # contracts per side per market
-    latency_ms: int = 100     # from the event an order reacts to until it meets the book
-
-
-def taker_fee_cents(contracts: torch.Tensor, price_cents: torch.Tensor) -> torch.Tensor:
-    """Kalshi taker fee for an order: ceil(0.07 x C x P x (1 - P)) dollars, in cents, P in dollars."""
-    exact = 7 * contracts * price_cents * (100 - price_cents)  # = 0.07 C P (1-P) in cents, times 10_000
-    return torch.div(exact + 9_999, 10_000, rounding_mode="floor") * (contracts > 0)
-
-
 def _fill(contracts, best_price, best_size, worse_price) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cents for `contracts` at the best level and the rest one cent worse, the taker fee of both fills)."""
-    at_best = torch.minimum(contracts, best_size)
-    rest = contracts - at_best
-    return (at_best * best_price + rest * worse_price,
-            taker_fee_cents(at_best, best_price) + taker_fee_cents(rest, worse_price))
-
-
-def liquidation_value(contracts: torch.Tensor, bid: torch.Tensor) -> torch.Tensor:
-    """What `contracts` sell for at `bid`, net of the taker fee (0 when there is no bid)."""
-    return (contracts * bid - taker_fee_cents(contracts, bid)) * (bid > 0)
+    return taker_fill(contracts, best_price, best_size, worse_price, minimum=torch.minimum)
 
 
 class BatchedMarketEnv:
@@ -85,12 +74,12 @@ class BatchedMarketEnv:
         n_features = len(data.feature_names)
         self.features = torch.zeros((n_envs, max_steps, MAX_SLOTS, n_features), dtype=torch.float32)
         self.bid = torch.zeros((n_envs, max_steps, MAX_SLOTS), dtype=torch.int64)
-        self.ask = torch.full((n_envs, max_steps, MAX_SLOTS), 100, dtype=torch.int64)
+        self.ask = torch.full((n_envs, max_steps, MAX_SLOTS), NO_ASK, dtype=torch.int64)
         self.bid_size = torch.zeros((n_envs, max_steps, MAX_SLOTS), dtype=torch.int64)
         self.ask_size = torch.zeros((n_envs, max_steps, MAX_SLOTS), dtype=torch.int64)
         # The book an order sent at each step meets (see the module docstring).
         self.fill_bid = torch.zeros_like(self.bid)
-        self.fill_ask = torch.full_like(self.ask, 100)
+        self.fill_ask = torch.full_like(self.ask, NO_ASK)
         self.fill_bid_size = torch.zeros_like(self.bid_size)
         self.fill_ask_size = torch.zeros_like(self.ask_size)
         self.live = torch.zeros((n_envs, max_steps, MAX_SLOTS), dtype=torch.bool)
@@ -118,11 +107,11 @@ class BatchedMarketEnv:
         self.features[env].zero_()
         self.live[env].zero_()
         self.bid[env].zero_()
-        self.ask[env].fill_(100)
+        self.ask[env].fill_(NO_ASK)
         self.bid_size[env].zero_()
         self.ask_size[env].zero_()
         self.fill_bid[env].zero_()
-        self.fill_ask[env].fill_(100)
+        self.fill_ask[env].fill_(NO_ASK)
         self.fill_bid_size[env].zero_()
         self.fill_ask_size[env].zero_()
         for slot, ticker in enumerate(episode.tickers):
@@ -134,12 +123,12 @@ class BatchedMarketEnv:
             live = seen & ((np.arange(steps) <= settle) if settle >= 0 else True)
             self.features[env, :steps, slot] = torch.from_numpy(market.features[safe] * seen[:, None])
             self.bid[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid[safe], 0).astype(np.int64))
-            self.ask[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask[safe], 100).astype(np.int64))
+            self.ask[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask[safe], NO_ASK).astype(np.int64))
             self.bid_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid_size[safe], 0))
             self.ask_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask_size[safe], 0))
             filled = market.fill_rows(self.rules.latency_ms, safe)
             self.fill_bid[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid[filled], 0).astype(np.int64))
-            self.fill_ask[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask[filled], 100).astype(np.int64))
+            self.fill_ask[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask[filled], NO_ASK).astype(np.int64))
             self.fill_bid_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.bid_size[filled], 0))
             self.fill_ask_size[env, :steps, slot] = torch.from_numpy(np.where(seen, market.ask_size[filled], 0))
             self.live[env, :steps, slot] = torch.from_numpy(live)
@@ -167,7 +156,7 @@ class BatchedMarketEnv:
         current = torch.nn.functional.one_hot(self.event_slot[self._rows, t], MAX_SLOTS).to(torch.float32)
         held = self.yes + self.no
         age = torch.where(held > 0, torch.log1p((t[:, None] - self.opened).clamp(min=0).float()) / AGE_SCALE, 0.0)
-        gain = torch.where(held > 0, (self._position_values() - self.cost).float() / (100.0 * held.clamp(min=1)), 0.0)
+        gain = torch.where(held > 0, (self._position_values() - self.cost).float() / (float(PAYOUT_CENTS) * held.clamp(min=1)), 0.0)
         position = torch.stack([self.yes / limit, self.no / limit, current, age, gain], dim=-1)
         return torch.cat([features, position], dim=-1), self.live[self._rows, t]
 
@@ -181,8 +170,7 @@ class BatchedMarketEnv:
         """[B, S] cents the holdings of each slot would sell for now, net of fees."""
         t = self.t
         bid, ask = self.bid[self._rows, t], self.ask[self._rows, t]
-        no_bid = torch.where(ask < 100, 100 - ask, torch.zeros_like(ask))
-        return liquidation_value(self.yes, bid) + liquidation_value(self.no, no_bid)
+        return liquidation_value(self.yes, bid) + liquidation_value(self.no, no_bid_of(ask))
 
     def value(self) -> torch.Tensor:
         """Cash plus positions at what they could be sold for net of fees, in cents."""
@@ -200,27 +188,27 @@ class BatchedMarketEnv:
         before = self.value()
         lot = torch.full_like(bid, c)
 
-        buy_yes = (actions == BUY_YES) & live & (ask < 100) & (self.yes + c <= limit)
-        sell_yes = (actions == SELL_YES) & live & (bid > 0) & (self.yes >= c)
-        buy_no = (actions == BUY_NO) & live & (bid > 0) & (self.no + c <= limit)
-        sell_no = (actions == SELL_NO) & live & (ask < 100) & (self.no >= c)
-        no_ask, no_bid = 100 - bid, 100 - ask
-        yes_paid, yes_paid_fee = _fill(lot, ask, ask_size, (ask + 1).clamp(max=99))
-        no_paid, no_paid_fee = _fill(lot, no_ask, bid_size, (no_ask + 1).clamp(max=99))
-        yes_got, yes_got_fee = _fill(lot, bid, bid_size, (bid - 1).clamp(min=1))
-        no_got, no_got_fee = _fill(lot, no_bid, ask_size, (no_bid - 1).clamp(min=1))
+        buy_yes = (actions == BUY_YES) & live & (ask < NO_ASK) & (self.yes + c <= limit)
+        sell_yes = (actions == SELL_YES) & live & (bid > NO_BID) & (self.yes >= c)
+        buy_no = (actions == BUY_NO) & live & (bid > NO_BID) & (self.no + c <= limit)
+        sell_no = (actions == SELL_NO) & live & (ask < NO_ASK) & (self.no >= c)
+        no_ask, no_bid = no_price(bid), no_price(ask)
+        yes_paid, yes_paid_fee = _fill(lot, ask, ask_size, one_cent_worse_to_buy(ask))
+        no_paid, no_paid_fee = _fill(lot, no_ask, bid_size, one_cent_worse_to_buy(no_ask))
+        yes_got, yes_got_fee = _fill(lot, bid, bid_size, one_cent_worse_to_sell(bid))
+        no_got, no_got_fee = _fill(lot, no_bid, ask_size, one_cent_worse_to_sell(no_bid))
         spend = (yes_paid + yes_paid_fee) * buy_yes + (no_paid + no_paid_fee) * buy_no
         receive = (yes_got - yes_got_fee) * sell_yes + (no_got - no_got_fee) * sell_no
         held = self.yes + self.no
         selling = sell_yes | sell_no
         # cost basis: buys add what they paid; sells take out the average cost of what they sold
-        self.cost += spend - torch.where(selling, torch.div(self.cost * c, held.clamp(min=1), rounding_mode="floor"), 0)
+        self.cost = torch.where(selling, cost_after_sale(self.cost, c, held.clamp(min=1)), self.cost) + spend
         self.cash += (receive - spend).sum(-1)
         self.yes += c * (buy_yes.long() - sell_yes.long())
         self.no += c * (buy_no.long() - sell_no.long())
 
         settling = (self.settle_step == t[:, None])
-        payout = torch.where(self.outcome == 1, self.yes, self.no) * 100
+        payout = torch.where(self.outcome == 1, self.yes, self.no) * PAYOUT_CENTS
         self.cash += (payout * settling).sum(-1)
         self.yes *= ~settling
         self.no *= ~settling
