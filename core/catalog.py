@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -276,7 +277,7 @@ class Lake:
         return json.loads(Path(path).read_text())
 
     def write_json(self, path: Path, payload: dict) -> None:
-        encoded = _json_bytes(payload)
+        encoded = json_bytes(payload)
         if self.remote:
             self._put(path, encoded)
         else:
@@ -308,7 +309,7 @@ class Lake:
             except FileNotFoundError:
                 condition, updated = {"IfNoneMatch": "*"}, change(None)
             try:
-                self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=_json_bytes(updated), **condition)
+                self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=json_bytes(updated), **condition)
                 return updated
             except OSError as error:
                 if "pre-condition" not in str(error) and "PreconditionFailed" not in str(error):
@@ -364,12 +365,25 @@ def _file_states(folder: Path) -> dict[Path, tuple[int, int]]:
     return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
-def _json_bytes(payload: dict) -> bytes:
-    return (json.dumps(payload, indent=2, default=str) + "\n").encode()
+def json_safe(value):
+    """`value` with every non-finite float (NaN, an infinite threshold) as None: strict JSON has no such numbers,
+    and a reader in another language would choke on Python's `NaN` and `Infinity`."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def json_bytes(payload: dict) -> bytes:
+    """The JSON every document of ours is written as: indented, strict (no NaN or Infinity: null instead)."""
+    return (json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False) + "\n").encode()
 
 
 def write_json_atomic(path: Path, payload: dict) -> int:
-    return write_bytes_atomic(path, _json_bytes(payload))
+    return write_bytes_atomic(path, json_bytes(payload))
 
 
 def _endpoint_for_messages() -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numba
+import numpy as np
 
 MIN_PRICE_CENTS = 1
 MAX_PRICE_CENTS = 99
@@ -88,6 +89,13 @@ def maker_fee_cents(contracts, price_cents):
     return (exact + _MAKER_DENOMINATOR - 1) // _MAKER_DENOMINATOR * (contracts > 0)
 
 
+def taker_fee_table(max_contracts: int):
+    """int64 [max_contracts + 1, PAYOUT_CENTS + 1]: `taker_fee_cents(c, p)` at [c, p], for callers that look fees
+    up instead of computing them (the batched simulator: one gather per fill instead of six tensor ops)."""
+    contracts, price = np.meshgrid(np.arange(max_contracts + 1), np.arange(PAYOUT_CENTS + 1), indexing="ij")
+    return taker_fee_cents(contracts.astype(np.int64), price.astype(np.int64))
+
+
 def taker_fee_probability(probability):
     """The taker fee of one contract as a probability (a share of the payout), unrounded: what a forecast
     must beat, per contract and per side of a round trip. Works on floats, arrays and tensors."""
@@ -102,19 +110,19 @@ def round_trip_cost_probability(mid_probability, spread_probability):
 
 # -- taker fills and liquidation ------------------------------------------------------------------
 
-def taker_fill(contracts, best_price, best_size, worse_price, minimum=min):
+def taker_fill(contracts, best_price, best_size, worse_price, minimum=min, fee=taker_fee_cents):
     """(cents paid or received for `contracts`: the best level's size at `best_price` and the rest at
     `worse_price`, the taker fee of both parts). `minimum` is the elementwise minimum of the caller's numbers
-    (`torch.minimum` for tensors, `numpy.minimum` for arrays; the builtin for scalars)."""
+    (`torch.minimum` for tensors, `numpy.minimum` for arrays; the builtin for scalars); `fee` may be a lookup
+    of `taker_fee_table`."""
     at_best = minimum(contracts, best_size)
     rest = contracts - at_best
-    return (at_best * best_price + rest * worse_price,
-            taker_fee_cents(at_best, best_price) + taker_fee_cents(rest, worse_price))
+    return at_best * best_price + rest * worse_price, fee(at_best, best_price) + fee(rest, worse_price)
 
 
-def liquidation_value(contracts, bid):
+def liquidation_value(contracts, bid, fee=taker_fee_cents):
     """What `contracts` sell for at `bid` now, net of the taker fee of selling them (0 without a bid)."""
-    return (contracts * bid - taker_fee_cents(contracts, bid)) * (bid > NO_BID)
+    return (contracts * bid - fee(contracts, bid)) * (bid > NO_BID)
 
 
 def cost_after_sale(cost_cents, sold, held):

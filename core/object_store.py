@@ -198,7 +198,7 @@ class ObjectStoreServer:
                     return
                 except Exception:  # noqa: BLE001 - any error means: not ready yet
                     if time.monotonic() > deadline:
-                        raise ObjectStoreError(f"SeaweedFS accepts no writes (see {self.folder / 'server.log'})")
+                        raise ObjectStoreError(f"SeaweedFS accepts no writes (see {self.folder / 'server.log'})") from None
                     time.sleep(0.5)
 
 

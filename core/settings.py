@@ -51,8 +51,8 @@ class Settings:
     min_row_share: float = 0.3
     late_days: int = 2
     replay_lookback_days: int = 3
-    train_seconds: float | None = None  # unset: each entry point's own default (nightly, demo)
-    train_steps: int = 5_000_000
+    train_seconds: float | None = None  # unset: the training profile's time limit
+    train_steps: int | None = None      # unset: the training profile's PPO steps
     train_seed: int = 7
     train_device: str = "auto"
     mapped_mib: int = 256
@@ -132,8 +132,20 @@ class Variable:
     name: str
     field: str
     parse: Callable[[str, str], object]
-    default: str
     meaning: str
+    unset: str | None = None   # what an unset variable means, for fields whose default is None
+
+    @property
+    def default(self) -> str:
+        """The documented default, read from the dataclasses' own defaults (never written twice)."""
+        if self.field.startswith("tables."):
+            value = getattr(SourceTables(), self.field.split(".", 1)[1])
+        else:
+            value = getattr(Settings(), self.field)
+        if value is None:
+            return f"unset: {self.unset}" if self.unset else "unset"
+        shown = value.isoformat() if isinstance(value, date) else value
+        return f"`{shown}`"
 
 
 def _text(name: str, raw: str) -> str:
@@ -203,54 +215,70 @@ def _lake(name: str, raw: str) -> str:
 
 
 VARIABLES: tuple[Variable, ...] = (
-    Variable("KFS_ENV", "env", _choice(ENVIRONMENTS), "local",
+    Variable("KFS_ENV", "env", _choice(ENVIRONMENTS),
              "resource set: `local` (embedded PostgreSQL allowed, SQLite Dagster storage) or `prod` "
              "(requires `KFS_PG_DSN`, never starts a server, Dagster storage in PostgreSQL)"),
-    Variable("KFS_PG_DSN", "pg_dsn", _dsn, "unset",
+    Variable("KFS_PG_DSN", "pg_dsn", _dsn,
              "PostgreSQL with the recorder's tables; unset in `local`: the embedded server in `$KFS_HOME/pg`"),
-    Variable("KFS_LAKE", "lake", _lake, "`./lake`", "root of the parquet lake: a local path or `s3://bucket/prefix`"),
-    Variable("KFS_HOME", "home", _path, "`./.kfs`", "state of this checkout: embedded server, Dagster instance, locks, logs"),
-    Variable("KFS_WAREHOUSE", "warehouse", _path, "`$KFS_HOME/warehouse.duckdb`", "DuckDB file that holds dbt's views"),
-    Variable("KFS_CACHE", "cache", _path, "`$KFS_HOME/cache`",
+    Variable("KFS_LAKE", "lake", _lake,
+             "root of the parquet lake: a local path or `s3://bucket/prefix`"),
+    Variable("KFS_HOME", "home", _path,
+             "state of this checkout: embedded server, Dagster instance, locks, logs"),
+    Variable("KFS_WAREHOUSE", "warehouse", _path,
+             "DuckDB file that holds dbt's views",
+             unset='`$KFS_HOME/warehouse.duckdb`'),
+    Variable("KFS_CACHE", "cache", _path,
              "local disk for derived data: the memory-mapped training arrays (about 230 bytes per event, one "
-             "version per lake)"),
-    Variable("KFS_PARTITIONS_START", "partitions_start", _day, "`2026-01-01`",
+             "version per lake)",
+             unset='`$KFS_HOME/cache`'),
+    Variable("KFS_PARTITIONS_START", "partitions_start", _day,
              "first daily partition; rows before it are quarantined as `invalid_timestamp`"),
-    Variable("KFS_TABLE_SNAPSHOTS", "tables.snapshots", _table, "`rl_orderbook_snapshots`",
+    Variable("KFS_TABLE_SNAPSHOTS", "tables.snapshots", _table,
              "source table of book snapshots (`schema.table` allowed)"),
-    Variable("KFS_TABLE_DELTAS", "tables.deltas", _table, "`rl_orderbook_deltas`", "source table of book deltas"),
-    Variable("KFS_TABLE_TRADES", "tables.trades", _table, "`rl_trades`", "source table of public trades"),
-    Variable("KFS_TABLE_MARKETS", "tables.markets", _table, "`markets`", "source table of market metadata"),
-    Variable("KFS_QUARANTINE_MAX_SHARE", "quarantine_max_share", _number(float, 0.0, 1.0), "`0.01`",
+    Variable("KFS_TABLE_DELTAS", "tables.deltas", _table,
+             "source table of book deltas"),
+    Variable("KFS_TABLE_TRADES", "tables.trades", _table,
+             "source table of public trades"),
+    Variable("KFS_TABLE_MARKETS", "tables.markets", _table,
+             "source table of market metadata"),
+    Variable("KFS_QUARANTINE_MAX_SHARE", "quarantine_max_share", _number(float, 0.0, 1.0),
              "quarantined share above which the (warning) check fails"),
-    Variable("KFS_MAX_STALENESS_DAYS", "max_staleness_days", _number(int, 0), "`2`",
+    Variable("KFS_MAX_STALENESS_DAYS", "max_staleness_days", _number(int, 0),
              "newest raw partition older than this: the freshness check fails"),
-    Variable("KFS_MIN_ROW_SHARE", "min_row_share", _number(float, 0.0, 1.0), "`0.3`",
+    Variable("KFS_MIN_ROW_SHARE", "min_row_share", _number(float, 0.0, 1.0),
              "newest partition below this share of the recent median: the freshness check warns"),
-    Variable("KFS_LATE_DAYS", "late_days", _number(int, 0), "`2`", "days before yesterday that the nightly run re-ingests"),
-    Variable("KFS_REPLAY_LOOKBACK_DAYS", "replay_lookback_days", _number(int, 0), "`3`",
+    Variable("KFS_LATE_DAYS", "late_days", _number(int, 0),
+             "days before yesterday that the nightly run re-ingests"),
+    Variable("KFS_REPLAY_LOOKBACK_DAYS", "replay_lookback_days", _number(int, 0),
              "earlier raw days read so that books and windows are complete at a range's first event"),
-    Variable("KFS_TRAIN_SECONDS", "train_seconds", _number(float, 1.0), "unset: 240 nightly, 120 in `make demo`",
-             "training budget in seconds"),
-    Variable("KFS_TRAIN_STEPS", "train_steps", _number(int, 1), "`5000000`", "training budget in environment steps"),
-    Variable("KFS_TRAIN_SEED", "train_seed", _number(int, 0), "`7`", "seed of training"),
-    Variable("KFS_TRAIN_DEVICE", "train_device", _choice(TRAIN_DEVICES), "`auto`",
+    Variable("KFS_TRAIN_SECONDS", "train_seconds", _number(float, 1.0),
+             "a time limit on a training run, in seconds: a safety net that stops its stages where they are "
+             "(the training summary says which it cut short)",
+             unset="the training profile's limit (`kfs train --help`)"),
+    Variable("KFS_TRAIN_STEPS", "train_steps", _number(int, 1),
+             "PPO environment steps of a training run (every other stage is a fixed amount of work of the profile)",
+             unset="the training profile's (`kfs train --help`)"),
+    Variable("KFS_TRAIN_SEED", "train_seed", _number(int, 0),
+             "seed of training"),
+    Variable("KFS_TRAIN_DEVICE", "train_device", _choice(TRAIN_DEVICES),
              "where training runs: `auto` (CUDA when available), `cpu` or `cuda`"),
-    Variable("KFS_MAPPED_MIB", "mapped_mib", _number(int, 16), "`256`",
+    Variable("KFS_MAPPED_MIB", "mapped_mib", _number(int, 16),
              "MiB of the memory-mapped training arrays a process keeps resident before giving their pages back "
              "to the page cache (training/data/mapped_pages.py)"),
-    Variable("KFS_EXECUTOR", "executor", _choice(EXECUTORS), "`in_process`",
+    Variable("KFS_EXECUTOR", "executor", _choice(EXECUTORS),
              "where `kfs materialize` runs steps: `in_process` (one day after another), `multiprocess` "
              "(Dagster's multiprocess executor) or `dask` (dagster-dask on a dask.distributed cluster); "
              "see orchestration/executors.py"),
-    Variable("KFS_DASK_SCHEDULER", "dask_scheduler", _text, "unset: a local cluster",
-             "`tcp://host:port` of a dask.distributed scheduler for `KFS_EXECUTOR=dask`"),
-    Variable("KFS_WORKERS", "workers", _number(int, 1, 256), "`2`",
+    Variable("KFS_DASK_SCHEDULER", "dask_scheduler", _text,
+             "`tcp://host:port` of a dask.distributed scheduler for `KFS_EXECUTOR=dask`",
+             unset='a local cluster'),
+    Variable("KFS_WORKERS", "workers", _number(int, 1, 256),
              "with `multiprocess` or `dask`: daily runs at once, steps at once per run, and the local "
              "dask cluster's worker processes"),
-    Variable("KFS_DAGSTER_PG_DSN", "dagster_pg_dsn", _dsn, "unset: `KFS_PG_DSN`",
+    Variable("KFS_DAGSTER_PG_DSN", "dagster_pg_dsn", _dsn,
              "PostgreSQL for Dagster's own storage in `prod` (a separate database is best); `local` keeps "
-             "SQLite under `DAGSTER_HOME`"),
+             "SQLite under `DAGSTER_HOME`",
+             unset='`KFS_PG_DSN`'),
 )
 
 assert {v.field for v in VARIABLES if "." not in v.field} | {"tables"} == {f.name for f in fields(Settings)}

@@ -39,7 +39,7 @@ from features.engine import (
 )
 from features.resolution import read_resolution_history
 from features.schema import EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
-from ingest.streams import MARKETS, PARTITIONED_STREAMS
+from ingest.streams import MARKETS, PARTITIONED_STREAMS, trade_visible_expr
 
 _DTYPES = {"str": pl.String, "i64": pl.Int64, "i16": pl.Int16, "bool": pl.Boolean, "f64": pl.Float64}
 # Raw rows of a day the engine replays at once (a batch of whole markets): what bounds the feature stage's
@@ -181,7 +181,7 @@ def book_and_trade_records(snapshots: pl.DataFrame, deltas: pl.DataFrame, trades
         pl.when(pl.col("taker_side") == "yes").then(SIDE_YES).otherwise(SIDE_NO).cast(pl.Int8).alias("side"),
         pl.col("yes_price").cast(pl.Int64).alias("price"), pl.col("count").cast(pl.Int64).alias("size"),
         pl.lit(0, pl.Int64).alias("level_offset"), pl.lit(0, pl.Int64).alias("level_count"),
-        pl.max_horizontal(pl.coalesce("received_at", "ts"), "ts").alias("event_time"),
+        trade_visible_expr().alias("event_time"),
     ).sort("market", "event_time", "timestamp_ms", "id")
     book_key = book["market"].to_numpy() * _TIME_KEY_SPAN + book["event_time"].to_numpy().clip(0)
     trade_key = trade_rows["market"].to_numpy() * _TIME_KEY_SPAN + trade_rows["event_time"].to_numpy().clip(0)

@@ -29,7 +29,8 @@ _DERIVED = {
     "crossed_flag_consistent": (pl.col("crossed") == ((pl.col("best_yes_bid_cents") > 0) & (pl.col("best_no_bid_cents") > 0)
                                                       & (pl.col("best_yes_bid_cents") >= pl.col("best_yes_ask_cents")))),
     "burst_implies_active": (pl.col("tm_burst") <= pl.col("tm_active")),
-    "final_hour_implies_final_day": (pl.col("tm_final_hour") <= pl.col("tm_final_6h")) & (pl.col("tm_final_6h") <= pl.col("tm_final_day")),
+    "final_hour_implies_final_day": (pl.col("tm_final_hour") <= pl.col("tm_final_6h"))
+    & (pl.col("tm_final_6h") <= pl.col("tm_final_day")),
     "one_category": (pl.sum_horizontal(pl.col("^md_category_.*$")) == 1.0),
 }
 

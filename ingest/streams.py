@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 @dataclass(frozen=True)
@@ -132,3 +134,22 @@ MARKETS = Stream(
 
 PARTITIONED_STREAMS = {s.name: s for s in (SNAPSHOTS, DELTAS, TRADES)}
 ALL_STREAMS = {**PARTITIONED_STREAMS, "markets": MARKETS}
+
+
+# -- when a trade can be seen ----------------------------------------------------------------------
+# A trade is visible from the moment it was received (`received_at`), never before its exchange time (`ts`);
+# without a receive time, from its exchange time. Live, a trade cannot be used before it arrives, so the
+# offline features, the live features and the live sources all place trades by this time. Two forms of one
+# rule: a Polars expression for frames, and arrays for the live path.
+
+def trade_visible_expr() -> pl.Expr:
+    """The time a trade becomes visible, over a frame's `ts` and `received_at` columns."""
+    return pl.max_horizontal(pl.coalesce("received_at", "ts"), "ts")
+
+
+def trade_visible_ms(ts, received_at) -> np.ndarray:
+    """int64 times trades become visible, from their `ts` and `received_at` (Arrow arrays or lists; a null
+    receive time is unknown)."""
+    ts = pa.array(ts, pa.int64())
+    received = pc.fill_null(pa.array(received_at, pa.int64()), ts)
+    return np.maximum(received.to_numpy(zero_copy_only=False), ts.to_numpy(zero_copy_only=False))

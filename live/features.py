@@ -36,7 +36,7 @@ from features.resolution import resolution_history
 from features.schema import MODEL_FEATURES
 from ingest.extract import check_rows
 from ingest.quarantine import check_markets, delta_reason, trade_reason
-from ingest.streams import MARKETS, PARTITIONED_STREAMS
+from ingest.streams import MARKETS, PARTITIONED_STREAMS, trade_visible_ms
 from live.decisions import invalid_reason
 from live.sources import Arrival, arrival_times_of
 
@@ -251,9 +251,7 @@ class LiveFeatures:
                          for k in rows)
         pick = lambda name: np.array([columns[name][k] for k in rows], np.int64)  # noqa: E731
         ts = pick("ts")
-        received = np.array([columns["received_at"][k] if columns["received_at"][k] is not None else columns["ts"][k]
-                             for k in rows], np.int64)
-        event_time = np.maximum(received, ts)   # visible from its receive time, as offline
+        event_time = trade_visible_ms(ts, [columns["received_at"][k] for k in rows])
         self._reach(int(event_time.max()))
         market = np.array([self.builder.markets.index[columns["market_ticker"][k]] for k in rows], np.int64)
         order = np.lexsort((pick("id"), ts, event_time, market))

@@ -17,7 +17,7 @@ from psycopg import sql
 from core.postgres import connection, table_identifier
 from core.settings import SourceTables
 from ingest.extract import selected_columns
-from ingest.streams import MARKETS, PARTITIONED_STREAMS
+from ingest.streams import MARKETS, PARTITIONED_STREAMS, trade_visible_ms
 
 BOOK_STREAMS = ("snapshots", "deltas")
 # Trades first: at equal arrival times a trade goes before the book events, as the offline record order puts
@@ -176,7 +176,4 @@ def follow(dsn: str, tables: SourceTables, batch_events: int = 4096, poll_s: flo
 def arrival_times_of(stream_name: str, table: pa.Table) -> np.ndarray:
     if stream_name != "trades":
         return table["timestamp_ms"].to_numpy(zero_copy_only=False).astype(np.int64)
-    ts = table["ts"].to_numpy(zero_copy_only=False).astype(np.int64)
-    received = table["received_at"].fill_null(table["ts"]).to_numpy(zero_copy_only=False).astype(np.int64) \
-        if table.num_rows else ts
-    return np.maximum(received, ts)
+    return trade_visible_ms(table["ts"], table["received_at"])

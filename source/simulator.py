@@ -30,18 +30,14 @@ from psycopg import sql
 from core.markets import CATEGORIES
 from core.postgres import table_identifier
 from core.settings import SourceTables
+from source.simulator_defaults import DEFAULT_DAYS, DEFAULT_MARKETS, DEFAULT_SEED, DEFAULT_SIGNAL, EFFECTS
 from source.simulator_kernel import (
     BURST_GAP_MS,
-    EFFECTS,
     QUIET_GAP_MS,
     SIDE_YES,
     simulate_market,
 )
 
-DEFAULT_MARKETS = 300
-DEFAULT_DAYS = 7
-DEFAULT_SEED = 7
-DEFAULT_SIGNAL = 1.0
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 24 * MS_PER_HOUR
 

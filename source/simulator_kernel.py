@@ -39,7 +39,6 @@ LEVEL_SIZE_SIGMA = 0.6     # log-sd of a resting order: the extremes of real tou
 BURST_GAP_MS = 100         # a gap below this is inside a burst
 QUIET_GAP_MS = 30_000      # a gap above this ends a quiet period
 JUMP_MIN, JUMP_MAX = 0.14, 0.22  # news moves the probability by this much
-EFFECTS = ("depth_lean", "taker_run", "quiet_queue")
 E_NONE, E_DEPTH, E_RUN, E_QUEUE = -1, 0, 1, 2
 PRE_NEWS_TICKS = 40        # ticks before a jump in which informed liquidity leans its way (depth_lean)
 RUN_TICKS = 40             # ticks before a jump in which informed takers hit one side (taker_run)

@@ -1,17 +1,22 @@
 """Train a candidate policy, as plain functions over the lake (the Dagster assets wrap these).
 
-Stages, in order, each within its share of the actual budget (time or steps, whichever ends first):
-1. forecaster (training/learners/forecast.py): supervised forward mid moves on training markets, early-stopped on
-   held-out whole training markets;
+Stages, in order, each a fixed amount of work (the same seeds give the same policy, bit for bit on CPU):
+1. forecaster (training/learners/forecast.py): supervised forward mid moves on training markets, early-stopped
+   on held-out whole training markets;
 2. forecast trader (training/learners/forecast_trader.py): horizon and margins tuned on a stratified sample of
    training markets;
 3. warm start (training/learners/warm_start.py): the trader distilled into the policy network (DAgger);
-4. PPO (training/learners/ppo.py), the last stage, with the forecaster frozen; its curriculum follows the elapsed
-   share of PPO's budget.
+4. PPO (training/learners/ppo.py), the last stage, with the forecaster frozen; its curriculum follows the
+   share of PPO's steps done.
+A run may carry a time limit (`TrainingConfig.time_limit_s`, a safety net of the nightly job): a stage that
+reaches it stops, and the summary says which stages it cut short.
 Nothing here knows the simulator's planted effects: no known-answer rule is imported (a test checks the
 import graph). Validation markets are used once, at the end: each stage's greedy strategy is scored on
 them (paired by market, so the report shows what each stage adds) and the PPO policy is kept only if it
 does no worse than the warm start there. The test split is never read here.
+
+Profiles (`PROFILES`) name the configurations the entry points use: `nightly` (the nightly job, `kfs train`
+and the quality runs), `demo` (`make demo`: the same stages, smaller) and `smoke` (tests on small universes).
 """
 
 from __future__ import annotations
@@ -38,40 +43,65 @@ from training.evaluation.baselines import tuning_sample
 from training.evaluation.report import save_learning_curves
 from training.learners.forecast import ForecastConfig, Forecaster, fit_forecaster
 from training.learners.forecast_trader import ForecastTrader, trader_actor, tune_trader
+from training.learners.limits import TimeLimit
 from training.learners.policy import GreedyPolicy, MarketPolicy, build_policy
 from training.learners.ppo import Budget, PPOConfig, PPOResult, run_ppo
 from training.learners.tiers import choose_tier, measure_tier
 from training.learners.warm_start import DistillConfig, distill_trader
+from training.profiles import PROFILE_NAMES
 
-NIGHTLY_TRAIN_SECONDS = 360.0
 STAGES = ("forecast_trader", "warm_start", "ppo")
-
-
-@dataclass(frozen=True)
-class BudgetShares:
-    """Shares of the time budget for the stages before PPO (PPO gets the rest)."""
-
-    forecaster: float = 0.35
-    distill: float = 0.15
-    large_tier: float = 0.10   # the larger tier's warm start (training/learners/tiers.py)
 
 
 @dataclass
 class TrainingConfig:
     seed: int = 7
-    total_steps: int = 5_000_000        # PPO environment steps at most (one event of one episode each)
-    time_budget_s: float | None = None  # the whole run stops when this much time passed
+    ppo_steps: int = 600_000            # PPO environment steps (one event of one episode each)
+    time_limit_s: float | None = None   # a safety net: stages stop when this much time passed (not reproducible)
     hidden: int = 64
     large_hidden: int | None = 128      # the larger complexity tier (None: train the base size only)
     tuning_markets: int = 100           # stratified sample of training markets for tuning the trader
     select_on_validation: bool = True   # keep PPO's policy only if it does no worse than the warm start
-    threads: int = 2
+    threads: int = 1                    # torch threads: results are bit-for-bit the same for the same count
     device: str = "cpu"                 # "cpu" or "cuda" (see resolve_device)
-    shares: BudgetShares = field(default_factory=BudgetShares)
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     rules: TradingRules = field(default_factory=TradingRules)
+
+
+def nightly_config() -> TrainingConfig:
+    """The nightly job's configuration (and the quality runs'): every stage at full size."""
+    return TrainingConfig(time_limit_s=NIGHTLY_TIME_LIMIT_S)
+
+
+def demo_config() -> TrainingConfig:
+    """`make demo`: the nightly stages, smaller, for a first look in a few minutes."""
+    return TrainingConfig(ppo_steps=64 * 128 * 12, tuning_markets=40,
+                          forecast=ForecastConfig(max_epochs=1, max_rows=1_000_000, checks_per_epoch=4),
+                          distill=DistillConfig(rollouts_per_round=12, epochs=4))
+
+
+def smoke_config() -> TrainingConfig:
+    """Tests on small universes: the same stages, small pieces."""
+    return quick_config(ppo_steps=32 * 32 * 6)
+
+
+NIGHTLY_TIME_LIMIT_S = 3600.0   # the nightly job's safety net; its stages take a few minutes on two cores
+PROFILES = {"nightly": nightly_config, "demo": demo_config, "smoke": smoke_config}
+assert tuple(PROFILES) == PROFILE_NAMES, "training/profiles.py names the profiles for the command line and Dagster"
+
+
+def describe_profiles() -> str:
+    """What each profile trains, for `kfs train --help` and the docs."""
+    lines = ["training profiles (the same stages, a fixed amount of work each):"]
+    for name, make in PROFILES.items():
+        config = make()
+        limit = f"{config.time_limit_s:.0f} s" if config.time_limit_s else "none"
+        lines.append(f"  {name:<8} forecaster {config.forecast.max_epochs} epoch(s) of up to {config.forecast.max_rows:,} "
+                     f"rows; warm start {config.distill.rounds} x {config.distill.rollouts_per_round} rollouts; "
+                     f"PPO {config.ppo_steps:,} steps; time limit {limit}")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -95,30 +125,40 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def config_from_settings(seconds: float | None = None) -> TrainingConfig:
-    """The nightly configuration: budget from `seconds`, else KFS_TRAIN_SECONDS (default 360 s), steps, seed
-    and device (KFS_TRAIN_DEVICE)."""
+def config_from_settings(profile: str = "nightly", seconds: float | None = None, steps: int | None = None
+                         ) -> TrainingConfig:
+    """A profile's configuration with the run's overrides: PPO steps from `steps`, else KFS_TRAIN_STEPS; the
+    time limit from `seconds`, else KFS_TRAIN_SECONDS, else the profile's; seed (KFS_TRAIN_SEED) and device
+    (KFS_TRAIN_DEVICE)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown training profile {profile!r}; choose {', '.join(PROFILES)}")
     current = settings()
-    return TrainingConfig(time_budget_s=seconds or current.train_seconds or NIGHTLY_TRAIN_SECONDS,
-                          total_steps=current.train_steps, seed=current.train_seed,
-                          device=resolve_device(current.train_device).type)
+    config = PROFILES[profile]()
+    return replace(config, ppo_steps=steps or current.train_steps or config.ppo_steps,
+                   time_limit_s=seconds or current.train_seconds or config.time_limit_s, seed=current.train_seed,
+                   device=resolve_device(current.train_device).type)
 
 
-def _stage_seconds(config: TrainingConfig, share: float) -> float | None:
-    return None if config.time_budget_s is None else config.time_budget_s * share
+def seed_everything(seed: int, threads: int) -> None:
+    """The same seed and thread count give the same weights: torch's and NumPy's generators seeded, a fixed
+    thread count (a reduction split over another number of threads sums in another order) and deterministic
+    algorithms where torch has a choice."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def train_policy(data: MarketData, config: TrainingConfig,
                  progress: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Forecaster, forecast trader, warm start and PPO, in that order, within the configured budget."""
+    """Forecaster, forecast trader, warm start and PPO, in that order, each its configured amount of work."""
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    torch.set_num_threads(config.threads)
+    seed_everything(config.seed, config.threads)
+    limit = TimeLimit.after(config.time_limit_s)
     device = torch.device(config.device)
     stages: dict = {}
 
-    forecaster, stages["forecaster"] = fit_forecaster(
-        data, config.forecast, config.seed, _stage_seconds(config, config.shares.forecaster), device)
+    forecaster, stages["forecaster"] = fit_forecaster(data, config.forecast, config.seed, limit, device)
     trader, stages["forecast_trader"] = tune_trader(forecaster, data, tuning_sample(data, config.tuning_markets, config.seed),
                                                     config.rules)
     stages["forecast_trader"]["trader"] = trader.as_dict()
@@ -126,44 +166,49 @@ def train_policy(data: MarketData, config: TrainingConfig,
     policy = build_policy(data.feature_names, data.mean, data.std, config.hidden, forecaster=forecaster)
     policy.forecaster.requires_grad_(False)  # learned from data once; PPO works on the decisions
     policy.to(device)
-    stages["warm_start"] = distill_trader(policy, data, trader, config.distill, config.seed, config.rules,
-                                          _stage_seconds(config, config.shares.distill), device)
+    stages["warm_start"] = distill_trader(policy, data, trader, config.distill, config.seed, config.rules, limit, device)
     warm_state = copy.deepcopy(policy.state_dict())
 
     rng = np.random.default_rng(config.seed)
     share = {"value": 0.0}
     env = BatchedMarketEnv(data, lambda _: build_episode(data, rng, curriculum_stage(share["value"]), split="train"),
                            config.ppo.n_envs, rules=config.rules, device=device)
-    large_tier = config.large_hidden is not None and config.select_on_validation and bool(data.of_split("validation"))
-    reserved = (_stage_seconds(config, config.shares.large_tier) or 0.0) if large_tier else 0.0
-    remaining = None if config.time_budget_s is None else max(
-        config.time_budget_s - (time.perf_counter() - started) - reserved, 1.0)
-    # Validation scoring and selection run after PPO; keep a tenth of what is left for them.
-    budget = Budget(config.total_steps, None if remaining is None else remaining * 0.85)
-    result = run_ppo(policy, env, config.ppo, budget, on_share=lambda s: share.update(value=s), progress=progress)
+    result = run_ppo(policy, env, config.ppo, Budget(config.ppo_steps), on_share=lambda s: share.update(value=s),
+                     progress=progress, time_limit=limit)
     stages["ppo"] = {"steps": result.steps, "seconds": result.seconds, "steps_per_second": result.steps_per_second,
-                     "episodes": result.episodes, "final": result.curves[-1] if result.curves else {},
-                     "final_curriculum_share": share["value"]}
+                     "episodes": result.episodes, "cut_short": result.cut_short,
+                     "final": result.curves[-1] if result.curves else {}, "final_curriculum_share": share["value"]}
     policy.cpu()
     if config.select_on_validation and data.of_split("validation"):
         stages["selection"] = keep_ppo_if_no_worse(policy, warm_state, trader, forecaster, data, config)
-    if large_tier:
-        policy, stages["large_warm_start"], stages["complexity_tiers"] = train_large_tier(
-            policy, forecaster, trader, data, config, device)
+        if config.large_hidden is not None:
+            policy, stages["large_warm_start"], stages["complexity_tiers"] = train_large_tier(
+                policy, forecaster, trader, data, config, device, limit)
+    stages["cut_short_by_time_limit"] = cut_short_stages(stages)
     stages["seconds"] = time.perf_counter() - started
     return TrainResult(policy=policy.eval(), config=config, stages=stages, ppo=result, trader=trader,
                        forecaster=forecaster)
 
 
+def cut_short_stages(stages: dict) -> list[str]:
+    """The stages the run's time limit stopped before their work was done."""
+    cut = []
+    if stages["forecaster"].get("stopped_by") == "time_limit":
+        cut.append("forecaster")
+    cut += [name for name in ("warm_start", "large_warm_start") if (stages.get(name) or {}).get("cut_short")]
+    if stages["ppo"]["cut_short"]:
+        cut.append("ppo")
+    return cut
+
+
 def train_large_tier(base: MarketPolicy, forecaster: Forecaster, trader: ForecastTrader, data: MarketData,
-                     config: TrainingConfig, device: torch.device) -> tuple[MarketPolicy, dict, dict]:
+                     config: TrainingConfig, device: torch.device, limit: TimeLimit) -> tuple[MarketPolicy, dict, dict]:
     """The larger tier, warm-started from the same trader around the same forecaster; returns the policy to
     keep (see training/learners/tiers.py), the larger tier's warm-start report and the comparison."""
     large = build_policy(data.feature_names, data.mean, data.std, config.large_hidden, forecaster=forecaster)
     large.forecaster.requires_grad_(False)
     large.to(device)
-    report = distill_trader(large, data, trader, config.distill, config.seed + 1, config.rules,
-                            _stage_seconds(config, config.shares.large_tier), device)
+    report = distill_trader(large, data, trader, config.distill, config.seed + 1, config.rules, limit, device)
     comparison = choose_tier(measure_tier(base, config.hidden, data, config.rules),
                              measure_tier(large.cpu(), config.large_hidden, data, config.rules))
     return (large if comparison["kept"] == "large" else base), report, comparison
@@ -226,14 +271,12 @@ def load_candidate(lake: Lake, data: MarketData) -> tuple[MarketPolicy, Forecast
     hidden = config["large_hidden"] if tiers.get("kept") == "large" else config["hidden"]
     policy = build_policy(data.feature_names, data.mean, data.std, hidden, forecast_hidden=config["forecast"]["hidden"])
     policy.load_state_dict(torch.load(io.BytesIO(lake.read_bytes(lake.candidate() / "policy_state.pt"))))
-    trader = training["trader"]
-    return policy.eval(), ForecastTrader(trader["horizon"], trader["entry_margin"], trader["exit_margin"])
+    return policy.eval(), ForecastTrader.from_dict(training["trader"])
 
 
-def quick_config(ppo_steps: int, seconds: float | None = None, **overrides) -> TrainingConfig:
-    """A configuration for tests and demos on small universes: the same stages, smaller pieces, a PPO step
-    budget (so results do not depend on the machine's speed) and optionally a time budget."""
-    config = TrainingConfig(total_steps=ppo_steps, time_budget_s=seconds, tuning_markets=40,
+def quick_config(ppo_steps: int, **overrides) -> TrainingConfig:
+    """A configuration for tests on small universes: the same stages, smaller pieces."""
+    config = TrainingConfig(ppo_steps=ppo_steps, tuning_markets=40,
                             forecast=ForecastConfig(max_epochs=2, checks_per_epoch=4),
                             distill=DistillConfig(rollouts_per_round=8, epochs=4, n_envs=32),
                             ppo=PPOConfig(n_envs=32, rollout_steps=32))

@@ -53,8 +53,7 @@ def random_fillable(trade_rate: float, seed: int) -> ActionFn:
 
     def act(obs, live, env):
         lot, limit = env.rules.contracts, env.rules.position_limit
-        t = env.t
-        bid, ask = env.fill_bid[env._rows, t], env.fill_ask[env._rows, t]
+        bid, ask = env.fill_book()
         possible = torch.stack([env.yes + lot <= limit, env.yes >= lot, env.no + lot <= limit, env.no >= lot], -1)
         possible &= torch.stack([ask < NO_ASK, bid > NO_BID, bid > NO_BID, ask < NO_ASK], -1)
         weights = possible.float() + 1e-9
@@ -111,7 +110,16 @@ class ThresholdRule:
         return self.feature if self.orientation > 0 else f"-{self.feature}"
 
     def as_dict(self) -> dict:
+        """The rule as saved (a side that is off has an infinite entry: null in JSON) and in words."""
         return {**asdict(self), "rule": self.describe()}
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "ThresholdRule":
+        """The rule `as_dict` saved, read back from JSON (where an entry that is off became null)."""
+        off = {"yes_enter": np.inf, "no_enter": -np.inf}   # the entry no value reaches
+        entries = {name: value if saved[name] is None else float(saved[name]) for name, value in off.items()}
+        return cls(saved["feature"], int(saved["orientation"]), entries["yes_enter"], float(saved["yes_exit"]),
+                   entries["no_enter"], float(saved["no_exit"]))
 
 
 def threshold_actions(x: torch.Tensor, yes: torch.Tensor, no: torch.Tensor, rule: ThresholdRule) -> torch.Tensor:
@@ -169,6 +177,59 @@ def rule_signals(rule: ThresholdRule, values: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def _wanted_action(enter_yes, leave_yes, enter_no, leave_no, yes, no):
+    """The action a (enter YES, leave YES, enter NO, leave NO) signal asks for, given the holdings."""
+    action = 0
+    if no == 0 and enter_yes:
+        action = 1
+    if yes == 0 and enter_no:
+        action = 3
+    if yes > 0 and leave_yes:
+        action = 2
+    if no > 0 and leave_no:
+        action = 4
+    return action
+
+
+@numba.njit(cache=True)
+def _trade(action, t, cash, yes, no, bid, ask, bid_size, ask_size, fill, settle_row, outcome_yes, lot, limit):
+    """One row of the simulator's mechanics: `action` filled against the book after the latency (the rest of
+    the lot a cent worse, fees per fill level), then settlement if the market settles at this row."""
+    f = fill[t]
+    b, a = bid[f], ask[f]
+    if action == 1 and a < NO_ASK and yes + lot <= limit:
+        paid, fee = taker_fill_kernel(lot, a, ask_size[f], one_cent_worse_to_buy_kernel(a))
+        cash -= paid + fee
+        yes += lot
+    elif action == 2 and b > NO_BID and yes >= lot:
+        got, fee = taker_fill_kernel(lot, b, bid_size[f], one_cent_worse_to_sell_kernel(b))
+        cash += got - fee
+        yes -= lot
+    elif action == 3 and b > NO_BID and no + lot <= limit:
+        no_ask = PAYOUT_CENTS - b
+        paid, fee = taker_fill_kernel(lot, no_ask, bid_size[f], one_cent_worse_to_buy_kernel(no_ask))
+        cash -= paid + fee
+        no += lot
+    elif action == 4 and a < NO_ASK and no >= lot:
+        no_bid = PAYOUT_CENTS - a
+        got, fee = taker_fill_kernel(lot, no_bid, ask_size[f], one_cent_worse_to_sell_kernel(no_bid))
+        cash += got - fee
+        no -= lot
+    if t == settle_row:
+        cash += PAYOUT_CENTS * (yes if outcome_yes else no)
+        yes = 0
+        no = 0
+    return cash, yes, no
+
+
+@numba.njit(cache=True)
+def _window_close(cash, yes, no, bid, ask, last):
+    """A window's P&L: its cash and what its positions sell for at its last row, net of fees."""
+    no_bid = PAYOUT_CENTS - ask[last] if ask[last] < NO_ASK else NO_BID
+    return cash + liquidation_value_kernel(yes, bid[last]) + liquidation_value_kernel(no, no_bid)
+
+
+@numba.njit(cache=True)
 def backtest_market(signals, bid, ask, bid_size, ask_size, fill, settle_row, outcome_yes, lot, limit, window):
     """Cents made on one market by a strategy that, at each row, wants to (enter YES, leave YES, enter NO,
     leave NO) as `signals` say: a lot in per row while an entry holds (the other side flat), a lot out per row
@@ -179,56 +240,52 @@ def backtest_market(signals, bid, ask, bid_size, ask_size, fill, settle_row, out
     total = 0
     for start in range(0, n, window):
         stop = min(start + window, n)
-        cash = 0
-        yes = 0
-        no = 0
+        cash = yes = no = 0
         for t in range(start, stop):
-            action = 0
-            if no == 0 and signals[t, 0]:
-                action = 1
-            if yes == 0 and signals[t, 2]:
-                action = 3
-            if yes > 0 and signals[t, 1]:
-                action = 2
-            if no > 0 and signals[t, 3]:
-                action = 4
-            f = fill[t]
-            b, a = bid[f], ask[f]
-            if action == 1 and a < NO_ASK and yes + lot <= limit:
-                paid, fee = taker_fill_kernel(lot, a, ask_size[f], one_cent_worse_to_buy_kernel(a))
-                cash -= paid + fee
-                yes += lot
-            elif action == 2 and b > NO_BID and yes >= lot:
-                got, fee = taker_fill_kernel(lot, b, bid_size[f], one_cent_worse_to_sell_kernel(b))
-                cash += got - fee
-                yes -= lot
-            elif action == 3 and b > NO_BID and no + lot <= limit:
-                no_ask = PAYOUT_CENTS - b
-                paid, fee = taker_fill_kernel(lot, no_ask, bid_size[f], one_cent_worse_to_buy_kernel(no_ask))
-                cash -= paid + fee
-                no += lot
-            elif action == 4 and a < NO_ASK and no >= lot:
-                no_bid = PAYOUT_CENTS - a
-                got, fee = taker_fill_kernel(lot, no_bid, ask_size[f], one_cent_worse_to_sell_kernel(no_bid))
-                cash += got - fee
-                no -= lot
-            if t == settle_row:
-                cash += PAYOUT_CENTS * (yes if outcome_yes else no)
-                yes = 0
-                no = 0
-        last = stop - 1
-        no_bid = PAYOUT_CENTS - ask[last] if ask[last] < NO_ASK else NO_BID
-        total += cash + liquidation_value_kernel(yes, bid[last]) + liquidation_value_kernel(no, no_bid)
+            action = _wanted_action(signals[t, 0], signals[t, 1], signals[t, 2], signals[t, 3], yes, no)
+            if action != 0 or t == settle_row:
+                cash, yes, no = _trade(action, t, cash, yes, no, bid, ask, bid_size, ask_size, fill, settle_row,
+                                       outcome_yes, lot, limit)
+        total += _window_close(cash, yes, no, bid, ask, stop - 1)
     return total
+
+
+@numba.njit(cache=True)
+def backtest_rule_grid(values, orientation, yes_enter, yes_exit, no_enter, no_exit, bid, ask, bid_size, ask_size,
+                       fill, settle_row, outcome_yes, lot, limit, window):
+    """`backtest_market` for every threshold rule of one feature at once: int64 [rules], the cents each rule
+    makes on this market, its signals computed row by row as `rule_signals` computes them (the float32
+    feature value times the orientation, compared in float64 with the thresholds)."""
+    n = values.shape[0]
+    totals = np.zeros(orientation.shape[0], np.int64)
+    for r in range(orientation.shape[0]):
+        sign = np.float32(orientation[r])
+        total = 0
+        for start in range(0, n, window):
+            stop = min(start + window, n)
+            cash = yes = no = 0
+            for t in range(start, stop):
+                x = np.float64(sign * values[t])
+                action = _wanted_action(x >= yes_enter[r], x < yes_exit[r], x <= no_enter[r], x > no_exit[r], yes, no)
+                if action != 0 or t == settle_row:
+                    cash, yes, no = _trade(action, t, cash, yes, no, bid, ask, bid_size, ask_size, fill, settle_row,
+                                           outcome_yes, lot, limit)
+            total += _window_close(cash, yes, no, bid, ask, stop - 1)
+        totals[r] = total
+    return totals
+
+
+def _book_arrays(market: MarketSeries, rules: TradingRules) -> tuple:
+    """What the compiled backtester reads of a market besides the signals, in its types."""
+    settle_row = len(market.time_ms) - 1 if market.settled_ms is not None else -1
+    return (market.bid.astype(np.int64), market.ask.astype(np.int64), market.bid_size, market.ask_size,
+            market.fill_rows(rules.latency_ms), settle_row, bool(market.outcome_yes), rules.contracts,
+            rules.position_limit, MAX_STEPS)
 
 
 def backtest_signals(market: MarketSeries, signals: np.ndarray, rules: TradingRules) -> int:
     """Cents a strategy with these per-row signals makes on `market`, played alone as the evaluation plays it."""
-    settle_row = len(market.time_ms) - 1 if market.settled_ms is not None else -1
-    return int(backtest_market(np.ascontiguousarray(signals, dtype=np.bool_), market.bid.astype(np.int64),
-                               market.ask.astype(np.int64), market.bid_size, market.ask_size,
-                               market.fill_rows(rules.latency_ms), settle_row, bool(market.outcome_yes),
-                               rules.contracts, rules.position_limit, MAX_STEPS))
+    return int(backtest_market(np.ascontiguousarray(signals, dtype=np.bool_), *_book_arrays(market, rules)))
 
 
 def backtest(rule: ThresholdRule, markets: list[MarketSeries], feature_names: list[str], rules: TradingRules) -> int:
@@ -237,11 +294,30 @@ def backtest(rule: ThresholdRule, markets: list[MarketSeries], feature_names: li
     return sum(backtest_signals(m, rule_signals(rule, m.features[:, j]), rules) for m in markets)
 
 
+def backtest_rules(candidates: list[ThresholdRule], markets: list[MarketSeries], feature_names: list[str],
+                   rules: TradingRules) -> dict[ThresholdRule, int]:
+    """`backtest` of every candidate, all of one feature's rules in one compiled pass per market."""
+    by_feature: dict[str, list[ThresholdRule]] = {}
+    for rule in candidates:
+        by_feature.setdefault(rule.feature, []).append(rule)
+    scores = dict.fromkeys(candidates, 0)
+    for market in markets:
+        book = _book_arrays(market, rules)
+        for feature, group in by_feature.items():
+            thresholds = [np.array([getattr(r, name) for r in group], np.float64)
+                          for name in ("yes_enter", "yes_exit", "no_enter", "no_exit")]
+            values = np.ascontiguousarray(market.features[:, feature_names.index(feature)], np.float32)
+            totals = backtest_rule_grid(values, np.array([r.orientation for r in group], np.int64), *thresholds, *book)
+            for rule, cents in zip(group, totals.tolist()):
+                scores[rule] += cents
+    return scores
+
+
 def tune_best_rule(data: MarketData, markets: list[MarketSeries], rules: TradingRules = TradingRules()
                    ) -> tuple[ThresholdRule, dict]:
     """The single-feature rule that makes the most on `markets` (training markets only), and the scores."""
     candidates = candidate_rules(data, markets)
-    scores = {rule: backtest(rule, markets, data.feature_names, rules) for rule in candidates}
+    scores = backtest_rules(candidates, markets, data.feature_names, rules)
     best = max(scores, key=lambda r: (scores[r], r.feature, r.orientation))
     per_feature: dict[str, int] = {}
     for rule, cents in scores.items():

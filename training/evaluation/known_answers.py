@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from source.simulator_kernel import EFFECTS, JUMP_MIN
+from source.simulator_defaults import EFFECTS
+from source.simulator_kernel import JUMP_MIN
 from training.environment.batched_env import BatchedMarketEnv
 from training.environment.spaces import AGE_SCALE, BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
 

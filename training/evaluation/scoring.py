@@ -33,9 +33,10 @@ CONFIDENCE = 0.95
 
 
 def play(data: MarketData, split: str, act: ActionFn, rules: TradingRules = TradingRules(),
-         batch: int = 128, markets: list[str] | None = None, device: torch.device | str = "cpu") -> pl.DataFrame:
+         batch: int = 512, markets: list[str] | None = None, device: torch.device | str = "cpu") -> pl.DataFrame:
     """P&L per (market, window) of `act` on every market of `split` (or the given ones), with each window's
-    path extremes (for drawdowns)."""
+    path extremes (for drawdowns). Windows are stepped `batch` at a time, each one market in one slot (the
+    environment keeps one slot of per-step arrays: about 0.5 MB a window)."""
     chosen = [m for m in sorted(data.of_split(split), key=lambda m: m.ticker) if markets is None or m.ticker in markets]
     # Windows are cut a batch at a time: their index arrays, made all at once, would grow with the history.
     windows = (w for m in chosen for w in market_windows(m))
@@ -43,7 +44,8 @@ def play(data: MarketData, split: str, act: ActionFn, rules: TradingRules = Trad
     start = 0
     while chunk := list(itertools.islice(windows, batch)):
         queue = iter(chunk)
-        env = BatchedMarketEnv(data, lambda _, queue=queue: next(queue), len(chunk), rules=rules, auto_reset=False, device=device)
+        env = BatchedMarketEnv(data, lambda _, queue=queue: next(queue), len(chunk), rules=rules, auto_reset=False,
+                               device=device, slots=1)
         n = len(chunk)
         finished = torch.zeros(n, dtype=torch.bool, device=env.device)
         pnl = torch.zeros(n, dtype=torch.int64, device=env.device)

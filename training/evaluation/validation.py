@@ -1,7 +1,8 @@
 """Scoring a candidate or a published version against every baseline, on validation or test markets.
 
 Strategies, all in the same simulator on the same markets (training/evaluation/scoring.py plays and scores them):
-- `policy`: the candidate's greedy policy, or a published version's int8 TorchScript artifact itself;
+- `policy`: the int8 TorchScript artifact (the candidate scripted as it will be published, or a published
+  version's file);
 - `best_rule`: the best single-feature threshold rule, tuned on a stratified sample of training markets;
 - `known_answer` and one known-answer rule per planted effect (evaluation only: training/evaluation/known_answers.py);
 - `forecast_trader`: the rule the policy was warm-started from (so the report shows what RL added or lost);
@@ -16,19 +17,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import polars as pl
 import torch
 
 from core.exchange import TradingRules
-from source.simulator_kernel import EFFECTS
+from source.simulator_defaults import EFFECTS
 from training.data.market_data import MarketData
 from training.evaluation import baselines, scoring
 from training.evaluation.baselines import ThresholdRule
 from training.evaluation.known_answers import known_answer_actor
 from training.learners.forecast_trader import ForecastTrader, trader_actor
-from training.learners.policy import GreedyPolicy, MarketPolicy
 
 SPLITS = ("validation", "test")
 TUNING_MARKETS = 100
@@ -50,8 +51,8 @@ class Baselines:
 
     @staticmethod
     def from_dict(saved: dict) -> "Baselines":
-        rule = {k: v for k, v in saved["best_rule"].items() if k != "rule"}
-        return Baselines(ThresholdRule(**rule), saved.get("best_rule_tuning", {}), saved["imbalance_threshold"])
+        return Baselines(ThresholdRule.from_dict(saved["best_rule"]), saved.get("best_rule_tuning", {}),
+                         saved["imbalance_threshold"])
 
 
 def tune_baselines(data: MarketData, rules: TradingRules = TradingRules(), markets: int = TUNING_MARKETS,
@@ -98,30 +99,35 @@ def strategies(data: MarketData, policy_actor, tuned: Baselines, trader: tuple[F
     return chosen
 
 
+ScoreProgress = Callable[[str, int, int], None]   # (strategy just scored, strategies done, strategies in all)
+
+
 def score(data: MarketData, split: str, policy_actor, tuned: Baselines,
           trader: tuple[ForecastTrader, torch.nn.Module] | None = None, rules: TradingRules = TradingRules(),
-          seed: int = 0) -> dict:
-    """The table, the paired comparisons and the recovery of the known-answer edge on `split`."""
+          seed: int = 0, progress: ScoreProgress | None = None) -> dict:
+    """The table, the paired comparisons and the recovery of the known-answer edge on `split`; `progress` hears
+    each strategy as it is done."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose {' or '.join(SPLITS)}")
     if not data.of_split(split):
         raise ValueError(f"no {split} markets with events in the feature store")
     policy_windows = scoring.play(data, split, policy_actor, rules)
     trade_rate = max(float(policy_windows["orders"].sum()) / max(int(policy_windows["steps"].sum()), 1), 1e-3)
+    chosen = strategies(data, policy_actor, tuned, trader, trade_rate, seed)
     per_market = {"policy": scoring.market_metrics(policy_windows)}
-    for name, act in strategies(data, policy_actor, tuned, trader, trade_rate, seed).items():
+    if progress:
+        progress("policy", 1, len(chosen))
+    for name, act in chosen.items():
         if name != "policy":
             per_market[name] = scoring.market_metrics(scoring.play(data, split, act, rules))
+            if progress:
+                progress(name, len(per_market), len(chosen))
     table = [scoring.summarize(name, frame, seed) for name, frame in per_market.items()]
     comparison = {name: scoring.paired_difference(per_market["policy"], frame, seed)
                   for name, frame in per_market.items() if name != "policy"}
     recovery = scoring.capture_ratio(per_market["policy"], per_market["known_answer"], seed)
     return {"split": split, "best_rule": tuned.best_rule.as_dict(), "table": table, "comparison": comparison,
             "recovery": recovery, "per_market": {name: frame.to_dicts() for name, frame in per_market.items()}}
-
-
-def candidate_actor(policy: MarketPolicy):
-    return scoring.actor_of(GreedyPolicy(policy).eval())
 
 
 def artifact_actor(module: torch.jit.ScriptModule):

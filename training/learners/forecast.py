@@ -21,6 +21,7 @@ from torch import nn
 
 from training.data.mapped_pages import release_mapped_pages
 from training.data.market_data import MarketData, MarketSeries
+from training.learners.limits import NO_LIMIT, TimeLimit
 
 HORIZONS = (10, 40, 160)   # events ahead
 TARGET_SCALE = 10.0        # targets are learned in tenths of a probability: unit-scale for the loss
@@ -157,7 +158,7 @@ def held_out_fit(model: Forecaster, rows: MarketRows, device: torch.device | str
 
 
 def fit_forecaster(data: MarketData, config: ForecastConfig = ForecastConfig(), seed: int = 0,
-                   seconds: float | None = None, device: torch.device | str = "cpu") -> tuple[Forecaster, dict]:
+                   time_limit: TimeLimit = NO_LIMIT, device: torch.device | str = "cpu") -> tuple[Forecaster, dict]:
     """Fit on training markets, early-stopped on held-out whole training markets; returns the best model
     (on CPU) and a report of the fit."""
     started = time.perf_counter()
@@ -199,10 +200,10 @@ def fit_forecaster(data: MarketData, config: ForecastConfig = ForecastConfig(), 
                 current = held_out_fit(model, held_rows, device)["loss"]
                 if current < best_loss:
                     best_loss, best_state = current, copy.deepcopy(model.state_dict())
-            if seconds is not None and time.perf_counter() - started > seconds:
-                stopped = "time"
+            if time_limit.passed():
+                stopped = "time_limit"
                 break
-        if stopped == "time":
+        if stopped == "time_limit":
             break
     model.load_state_dict(best_state)
     model = model.cpu().eval()

@@ -39,6 +39,10 @@ class ForecastTrader:
     def as_dict(self) -> dict:
         return {**asdict(self), "horizon_events": HORIZONS[self.horizon], "rule": self.describe()}
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> "ForecastTrader":
+        return cls(saved["horizon"], saved["entry_margin"], saved["exit_margin"])
+
 
 def trader_signals(trader: ForecastTrader, forecast, mid, spread):
     """(enter YES, leave YES, enter NO, leave NO) for forecasts [..., H] and the book's mid and spread [...]

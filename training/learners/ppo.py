@@ -1,8 +1,9 @@
 """PPO on the batched market simulator, in one readable file (CleanRL style): the algorithm only.
 
 What runs before it (a warm start) and what is done with its result (selection, validation) lives in
-training/pipeline.py. The loop stops at whichever of the step and time budgets runs out first, and
-reports the elapsed share of that budget so a curriculum can follow it.
+training/pipeline.py. The loop runs for a fixed number of environment steps (stopping early only at the
+run's time limit, which its result then reports) and reports the elapsed share of its steps so a curriculum
+can follow it.
 
 Shapes: B = n_envs, T = rollout_steps, S = slots, D = features + position features.
 """
@@ -17,6 +18,7 @@ import torch
 from torch.distributions import Categorical
 
 from training.environment.batched_env import BatchedMarketEnv
+from training.learners.limits import NO_LIMIT, TimeLimit
 from training.learners.policy import MarketPolicy
 
 
@@ -45,16 +47,13 @@ class PPOConfig:
 
 @dataclass(frozen=True)
 class Budget:
-    """Stop after `steps` environment steps or `seconds` of wall time, whichever comes first."""
+    """Stop after `steps` environment steps."""
 
     steps: int
-    seconds: float | None = None
 
-    def share(self, steps: int, elapsed: float) -> float:
+    def share(self, steps: int) -> float:
         """Elapsed share of the budget in [0, 1]: what a curriculum or a schedule should follow."""
-        by_steps = steps / max(self.steps, 1)
-        by_time = elapsed / self.seconds if self.seconds else 0.0
-        return min(max(by_steps, by_time), 1.0)
+        return min(steps / max(self.steps, 1), 1.0)
 
 
 @dataclass
@@ -63,6 +62,7 @@ class PPOResult:
     steps: int
     seconds: float
     episodes: int
+    cut_short: bool = False   # the run's time limit stopped it before its steps were done
 
     @property
     def steps_per_second(self) -> float:
@@ -71,7 +71,7 @@ class PPOResult:
 
 def run_ppo(policy: MarketPolicy, env: BatchedMarketEnv, config: PPOConfig, budget: Budget,
             on_share: Callable[[float], None] | None = None,
-            progress: Callable[[int, dict], None] | None = None) -> PPOResult:
+            progress: Callable[[int, dict], None] | None = None, time_limit: TimeLimit = NO_LIMIT) -> PPOResult:
     """Improve `policy` in place on `env`'s episodes. `on_share` hears the budget share before each
     rollout (the curriculum follows it); `progress` hears (iteration, curve point) after each update."""
     device = env.device
@@ -93,9 +93,13 @@ def run_ppo(policy: MarketPolicy, env: BatchedMarketEnv, config: PPOConfig, budg
     curves: list[dict] = []
     started = time.perf_counter()
     steps = episodes = iteration = 0
+    cut_short = False
     while True:
-        share = budget.share(steps, time.perf_counter() - started)
+        share = budget.share(steps)
         if share >= 1.0:
+            break
+        if time_limit.passed():
+            cut_short = True
             break
         if on_share:
             on_share(share)
@@ -176,5 +180,6 @@ def run_ppo(policy: MarketPolicy, env: BatchedMarketEnv, config: PPOConfig, budg
             progress(iteration, curves[-1])
         iteration += 1
     policy.eval()
-    return PPOResult(curves=curves, steps=steps, seconds=time.perf_counter() - started, episodes=episodes)
+    return PPOResult(curves=curves, steps=steps, seconds=time.perf_counter() - started, episodes=episodes,
+                     cut_short=cut_short)
 

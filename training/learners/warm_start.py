@@ -25,6 +25,7 @@ from training.environment.batched_env import BatchedMarketEnv
 from training.environment.episodes import build_episode, curriculum_stage
 from training.environment.spaces import HOLD
 from training.learners.forecast_trader import BookColumns, ForecastTrader, trader_actions
+from training.learners.limits import NO_LIMIT, TimeLimit
 from training.learners.policy import MarketPolicy
 
 MAX_CLASS_WEIGHT = 10.0  # order classes are up-weighted up to this much relative to HOLD
@@ -88,13 +89,13 @@ def collect(data: MarketData, tickers: set[str], label, driver, config: DistillC
 
 
 def _fit(policy: MarketPolicy, demonstrations, config: DistillConfig, generator: torch.Generator,
-         deadline: float | None) -> int:
+         time_limit: TimeLimit) -> int:
     obs, live, actions, actable = demonstrations
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
     epochs = 0
     for _ in range(config.epochs):
-        if deadline is not None and time.perf_counter() > deadline:
+        if time_limit.passed():
             break
         order = torch.randperm(len(obs), generator=generator).to(obs.device)
         for start in range(0, len(order), config.minibatch):
@@ -124,11 +125,10 @@ def agreement(policy: MarketPolicy, demonstrations) -> dict:
 
 
 def distill_trader(policy: MarketPolicy, data: MarketData, trader: ForecastTrader, config: DistillConfig = DistillConfig(),
-                   seed: int = 0, rules: TradingRules = TradingRules(), seconds: float | None = None,
+                   seed: int = 0, rules: TradingRules = TradingRules(), time_limit: TimeLimit = NO_LIMIT,
                    device: torch.device | str = "cpu") -> dict:
     """Fit `policy`'s actor to the trader (its forecaster stays as it is); returns the held-out fit."""
     started = time.perf_counter()
-    deadline = None if seconds is None else started + seconds
     device = torch.device(device)
     columns = BookColumns(data.feature_names)
     label = _labeller(policy, trader, columns)
@@ -141,16 +141,16 @@ def distill_trader(policy: MarketPolicy, data: MarketData, trader: ForecastTrade
     demonstrations: list[tuple[torch.Tensor, ...]] = []
     rounds = 0
     for round_index in range(config.rounds):
-        if deadline is not None and time.perf_counter() > deadline and rounds > 0:
+        if time_limit.passed() and rounds > 0:
             break
         driver = None if round_index == 0 else _greedy(policy)
         demonstrations.append(collect(data, fit, label, driver, config, seed + round_index, rules, device))
         merged = tuple(torch.cat(column) for column in zip(*demonstrations))
-        _fit(policy, merged, config, generator, deadline)
+        _fit(policy, merged, config, generator, time_limit)
         rounds += 1
     sample = replace(config, rollouts_per_round=max(config.rollouts_per_round // 4, 1))
     held_out = collect(data, held, label, _greedy(policy), sample, seed + 1000, rules, device) if held else None
-    return {"rounds": rounds, "seconds": time.perf_counter() - started, "fit_markets": len(fit),
+    return {"rounds": rounds, "cut_short": time_limit.passed(), "seconds": time.perf_counter() - started, "fit_markets": len(fit),
             "held_out_markets": len(held), "demonstration_steps": int(sum(len(d[0]) for d in demonstrations)),
             "held_out": agreement(policy, held_out) if held_out is not None else None, "trader": trader.as_dict()}
 

@@ -1,9 +1,10 @@
 """Validate the candidate, publish it through the gate, and score published versions (`kfs evaluate`).
 
-The candidate is scored on validation markets (the gate's evidence); a published version can be scored on
-validation or test markets with its int8 artifact itself, loaded through the verified loader. Baselines
-tuned on training markets (the best single-feature rule, the imbalance threshold) are saved with the
-candidate and the manifest, so a later evaluation compares with the same rules.
+The candidate is scored as it will be served: its int8 TorchScript artifact (what `publish` writes and the
+live path runs), and the forecast trader on the forecaster of its fp32 artifact. A published version is
+scored from those very files, loaded through the verified loader, against the baselines tuned on training
+markets that its manifest saved (the best single-feature rule, the imbalance threshold): evaluating a
+version on validation markets gives its published validation, figure for figure, on any machine.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from core.catalog import Lake, write_bytes_atomic, write_json_atomic
+from core.catalog import Lake, json_bytes, json_safe, write_bytes_atomic, write_json_atomic
 from training.data.cache import load_market_data
 from training.data.market_data import MarketData
 from training.environment.batched_env import BatchedMarketEnv
@@ -23,13 +24,21 @@ from training.environment.episodes import market_windows
 from training.evaluation.report import report_markdown, save_learning_curves, save_validation_plots
 from training.evaluation.validation import (
     Baselines,
+    ScoreProgress,
     artifact_actor,
-    candidate_actor,
     score,
     tune_baselines,
 )
+from training.learners.forecast_trader import ForecastTrader
 from training.pipeline import load_candidate
-from training.release.publish import LATENCY_BUDGET_P99_US, PRODUCTION, publish, read_registry
+from training.release.publish import (
+    LATENCY_BUDGET_P99_US,
+    PRODUCTION,
+    publish,
+    read_registry,
+    script_fp32,
+    script_int8,
+)
 from training.release.serving import PolicyLoadError, PolicyServer
 
 
@@ -38,12 +47,14 @@ def _plots(result: dict, folder: Path) -> list[Path]:
     return save_validation_plots(per_market, folder, result["split"])
 
 
-def run_validation(lake: Lake, split: str = "validation", data: MarketData | None = None) -> dict:
+def run_validation(lake: Lake, split: str = "validation", data: MarketData | None = None,
+                   progress: ScoreProgress | None = None) -> dict:
     """Score the candidate against every baseline; write `<split>.json` and a markdown report with inline plots."""
     data = data or load_market_data(lake)
     policy, trader = load_candidate(lake, data)
+    served, twin = script_int8(policy), script_fp32(policy)
     tuned = tune_baselines(data)
-    result = score(data, split, candidate_actor(policy), tuned, (trader, policy.forecaster))
+    result = score(data, split, artifact_actor(served), tuned, (trader, twin.policy.forecaster), progress=progress)
     candidate = lake.candidate()
     with lake.local_folder(candidate, last=(f"{split}.json",)) as folder:
         training = json.loads((folder / "training.json").read_text())
@@ -56,7 +67,7 @@ def run_validation(lake: Lake, split: str = "validation", data: MarketData | Non
         result.update({"baselines": tuned.as_dict(), "report": str(candidate / f"{split}.md"),
                        "plots": [str(candidate / p.name) for p in plots]})
         write_json_atomic(folder / f"{split}.json", result)
-    return result
+    return json_safe(result)
 
 
 def validation_observations(data: MarketData, split: str = "validation", max_steps: int = 400
@@ -101,22 +112,28 @@ def resolve_version(lake: Lake, version: str | None) -> str:
 
 
 def run_evaluate(lake: Lake, split: str, version: str | None = None, json_path: Path | None = None,
-                 data: MarketData | None = None) -> dict:
-    """Score a published version's int8 artifact on `split` against every baseline (`kfs evaluate`)."""
+                 data: MarketData | None = None, latency_budget_p99_us: float = LATENCY_BUDGET_P99_US,
+                 progress: ScoreProgress | None = None) -> dict:
+    """Score a published version's int8 artifact on `split` against every baseline (`kfs evaluate`), with the
+    forecast trader on its fp32 twin's forecaster and the baselines its manifest saved. Its latency is measured
+    and returned, not written to `json_path`, whose figures are the version's (the same on every evaluation);
+    `latency_budget_p99_us` (infinite: no check) refuses a version over it."""
     version = resolve_version(lake, version)
-    server = PolicyServer(lake, alias=PRODUCTION, latency_budget_p99_us=LATENCY_BUDGET_P99_US)
+    server = PolicyServer(lake, alias=PRODUCTION, latency_budget_p99_us=latency_budget_p99_us)
     try:
         model, manifest = server.load_version(version)
+        twin = server.load_twin(version, manifest)
     except PolicyLoadError as error:
         raise ValueError(str(error)) from None
     data = data or load_market_data(lake)
     saved = manifest.get("baselines")
     tuned = Baselines.from_dict(saved) if saved else tune_baselines(data)
-    result = score(data, split, artifact_actor(model), tuned)
-    output = {"split": split, "version": version, "best_rule": result["best_rule"], "table": result["table"],
-              "comparison": result["comparison"], "recovery": result["recovery"]}
-    if json_path is not None:
+    trader = ForecastTrader.from_dict(manifest["training"]["trader"])
+    result = score(data, split, artifact_actor(model), tuned, (trader, twin.policy.forecaster), progress=progress)
+    output = json_safe({"split": split, "version": version, "best_rule": result["best_rule"], "table": result["table"],
+                        "comparison": result["comparison"], "recovery": result["recovery"]})
+    if json_path is not None:   # the figures only: the same for every evaluation of the version, anywhere
         json_path = Path(json_path)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(json_path, (json.dumps(output, indent=2) + "\n").encode())
-    return output
+        write_bytes_atomic(json_path, json_bytes(output))
+    return {**output, "latency_us": server.measured_latency_us}

@@ -50,6 +50,7 @@ class PolicyServer:
         self.version: str | None = None
         self.manifest: dict | None = None
         self.last_error: str | None = None
+        self.measured_latency_us: dict[str, float] | None = None   # of the last version loaded
 
     def _target_version(self) -> str:
         registry_path = self.lake.model_registry()
@@ -76,9 +77,26 @@ class PolicyServer:
             raise PolicyLoadError(f"{version}: cannot load {manifest['artifact']}: {error}") from None
         _check_behaviour(version, model, recorded)
         latency = latency_us(model, len(MODEL_FEATURES), calls=500)
+        self.measured_latency_us = latency
         if latency["p99_us"] > self.latency_budget:
-            raise PolicyLoadError(f"{version}: p99 latency {latency['p99_us']:.0f} us over {self.latency_budget:.0f} us")
+            raise PolicyLoadError(f"{version}: p99 latency {latency['p99_us']:.0f} us over {self.latency_budget:.0f} us "
+                                  "(measured on this machine; a loaded machine measures more)")
         return model, manifest
+
+    def load_twin(self, version: str, manifest: dict) -> torch.jit.ScriptModule:
+        """A version's fp32 artifact, checksum verified: the float model the int8 one was quantized from, whose
+        forecaster the forecast trader acts on when the version is evaluated."""
+        folder = self.lake.local_copy(self.lake.model_version(version))
+        name = manifest.get("artifact_fp32")
+        if not name or name not in (manifest.get("sha256") or {}):
+            raise PolicyLoadError(f"{version}: the manifest names no fp32 artifact with a checksum")
+        if sha256_of(folder / name) != manifest["sha256"][name]:
+            raise PolicyLoadError(f"{version}: {name} does not match its sha256 in the manifest (corrupt or replaced)")
+        quiet_torch_deprecations()
+        try:
+            return torch.jit.load(str(folder / name), map_location="cpu")
+        except Exception as error:  # noqa: BLE001 - a broken file is refused, with its reason
+            raise PolicyLoadError(f"{version}: cannot load {name}: {error}") from None
 
     def refresh(self) -> bool:
         """Load the alias's version if it changed; True when a new model was swapped in."""
