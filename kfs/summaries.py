@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 
 from core.catalog import RAW_STREAMS, Lake
+from features import store
+from training.evaluation.report import recovery_rows, stage_rows, validation_table_rows
+from training.release.publish import PRODUCTION, read_registry
 
 
 def lake_summary(lake: Lake) -> dict:
@@ -37,10 +41,6 @@ def raw_lake_table(summary: dict) -> Table:
 
 def feature_summary(lake: Lake) -> Table:
     """Feature rows per day, and markets per volatility class and split."""
-    import polars as pl
-
-    from features import store
-
     table = Table(title="feature store")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -68,8 +68,6 @@ def _rich_table(title: str, header, rows) -> Table:
 
 def print_results(target: Console, result: dict, title: str) -> None:
     """The results table, the recovery of the planted edge, and the paired comparisons of a scoring run."""
-    from training.evaluation.report import recovery_rows, validation_table_rows
-
     target.print(_rich_table(title, *validation_table_rows(result)))
     target.print(_rich_table("recovery of the planted edge ($/market; ratio of means)", *recovery_rows(result)))
     rows = [[name, f"{d['mean']:+.2f}", f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"]
@@ -79,9 +77,6 @@ def print_results(target: Console, result: dict, title: str) -> None:
 
 
 def print_policy_summary(target: Console, lake: Lake | None = None) -> None:
-    from training.evaluation.report import stage_rows
-    from training.release.publish import PRODUCTION, read_registry
-
     lake = lake or Lake()
     validation = lake.read_json(lake.candidate() / "validation.json")
     training = lake.read_json(lake.candidate() / "training.json")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import dagster as dg
 import psycopg
 from psycopg import sql
 
@@ -18,6 +19,7 @@ from core.catalog import Lake
 from core.settings import SourceTables, environment_overrides
 from ingest.extract import ingest_markets, ingest_partition
 from ingest.streams import PARTITIONED_STREAMS
+from orchestration.definitions import defs
 from orchestration.partitions import partition_range_tags
 from source.ddl import create_source_tables, drop_source_tables
 from source.simulator import SimulationConfig, SimulationSummary, simulate
@@ -97,11 +99,7 @@ class RunRecord:
 def build_feature_store(lake: Lake, warehouse: Path, days: list[date]) -> RunRecord:
     """`feature_store_job` over `days` (resolution history, features, dbt, split, marts) on `lake`, in
     process, with an ephemeral Dagster instance."""
-    import dagster as dg
-
     with environment_overrides(KFS_LAKE=str(lake.root), KFS_WAREHOUSE=str(warehouse)):
-        from orchestration.definitions import defs
-
         result = defs.resolve_job_def("feature_store_job").execute_in_process(
             instance=dg.DagsterInstance.ephemeral(), tags=partition_range_tags(days[0], days[-1]))
     return RunRecord.of(result)

@@ -51,7 +51,9 @@ def contract_macros() -> str:
 {{%- endmacro %}}
 
 {{% macro kfs_volatility_class(column) -%}}
-case when {{{{ column }}}} < {STABLE_BELOW!r} then 'stable' when {{{{ column }}}} < {VOLATILE_FROM!r} then 'moderate' else 'volatile' end
+case when {{{{ column }}}} < {STABLE_BELOW!r} then 'stable'
+     when {{{{ column }}}} < {VOLATILE_FROM!r} then 'moderate'
+     else 'volatile' end
 {{%- endmacro %}}
 
 {{% macro kfs_split_share(split) -%}}

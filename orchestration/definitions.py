@@ -55,8 +55,8 @@ training_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*raw_partitioned_assets, raw_markets, raw_invalid_timestamps, resolution_history, features_events, dbt_models, split_registry,
-            dbt_split_marts, trained_policy, policy_validation, published_policy],
+    assets=[*raw_partitioned_assets, raw_markets, raw_invalid_timestamps, resolution_history, features_events, dbt_models,
+            split_registry, dbt_split_marts, trained_policy, policy_validation, published_policy],
     jobs=[ingest_job, markets_job, feature_store_job, training_job, nightly_job],
     schedules=[nightly_schedule],
     sensors=[dead_run_reclaimer],

@@ -2,8 +2,8 @@
 
 - `in_process`: `kfs materialize` runs each job in its own process, one day after another (the default;
   Dagster's UI and schedule launch runs with Dagster's default executor, in or out of process).
-- `multiprocess`: Dagster's multiprocess executor; every step in a child process, at most `KFS_WORKERS`
-  at a time per run, and `KFS_WORKERS` daily runs at once.
+- `multiprocess`: Dagster's multiprocess executor; every step in a child process (forked from a server that
+  loaded the definitions once), at most `KFS_WORKERS` at a time per run, and `KFS_WORKERS` daily runs at once.
 - `dask`: `dagster-dask`; every step is a task on a `dask.distributed` cluster (`KFS_DASK_SCHEDULER`, or a
   local cluster of `KFS_WORKERS` worker processes started for the command), and `KFS_WORKERS` daily runs
   at once share it. Workers load the job from this repository (`orchestration.definitions:defs`) and the
@@ -40,7 +40,9 @@ def executor_definition(kind: str) -> dg.ExecutorDefinition:
 def executor_run_config(current: Settings, scheduler: str | None) -> dict:
     """The `execution` section of a run's config for the chosen executor."""
     if current.executor == "multiprocess":
-        return {"execution": {"config": {"max_concurrent": current.workers}}}
+        # Step processes fork from a server that has loaded the definitions once (their module is its preload),
+        # instead of each spawning a fresh interpreter that imports Dagster, dbt and the assets (seconds a step).
+        return {"execution": {"config": {"max_concurrent": current.workers, "start_method": {"forkserver": {}}}}}
     if current.executor == "dask":
         return {"execution": {"config": {"address": scheduler}}}
     return {}

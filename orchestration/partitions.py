@@ -9,3 +9,12 @@ from core.settings import settings
 warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy` .* is currently in beta")
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=settings().partitions_start.isoformat(), timezone="UTC")
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def partition_range_tags(first, last) -> dict[str, str]:
+    """The run tags that ask Dagster for one run over the daily partitions `first` .. `last` (dates or
+    YYYY-MM-DD strings), as a backfill of our single-run assets does."""
+    return {RANGE_START_TAG: str(first), RANGE_END_TAG: str(last)}

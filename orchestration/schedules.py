@@ -5,6 +5,7 @@ from datetime import timedelta
 import dagster as dg
 
 from core.settings import settings
+from orchestration.partitions import partition_range_tags
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 UTC
 
@@ -32,5 +33,5 @@ def nightly_schedule(context: dg.ScheduleEvaluationContext):
     first, last = nightly_range(context.scheduled_execution_time.date())
     return dg.RunRequest(
         run_key=f"nightly-{last}",
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        tags=partition_range_tags(first, last),
     )

@@ -5,7 +5,9 @@
 {%- endmacro %}
 
 {% macro kfs_volatility_class(column) -%}
-case when {{ column }} < 0.1 then 'stable' when {{ column }} < 0.3 then 'moderate' else 'volatile' end
+case when {{ column }} < 0.1 then 'stable'
+     when {{ column }} < 0.3 then 'moderate'
+     else 'volatile' end
 {%- endmacro %}
 
 {% macro kfs_split_share(split) -%}

@@ -1,14 +1,17 @@
-"""Training, validation and publishing assets: thin wrappers around training.pipeline and training.release.runs."""
+"""Training, validation and publishing assets: thin wrappers around training.pipeline and training.release.runs.
 
+The training code is imported when an asset runs, not when the definitions load: every process that loads
+them (a `kfs` command, each step of the multiprocess executor, each dask worker) would otherwise import torch,
+about four seconds each, for ingest and feature steps that never train.
+"""
 
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from orchestration.resources import LakeResource
-from training.evaluation.report import inline_image
-from training.pipeline import config_from_settings, run_training
-from training.release.runs import run_publish, run_validation
+from training.profiles import DEFAULT_PROFILE, PROFILE_NAMES
 
 TRAINING_GROUP = "policy"
 AGREEMENT_CHECK = "int8_matches_fp32_actions"
@@ -16,20 +19,27 @@ MIN_AGREEMENT = 0.99
 
 
 class TrainingRunConfig(dg.Config):
-    seconds: float | None = None  # overrides KFS_TRAIN_SECONDS for this run (kfs train --seconds, make demo)
+    profile: str = Field(DEFAULT_PROFILE, description="training profile: " + ", ".join(PROFILE_NAMES))
+    steps: int | None = Field(None, description="PPO steps of this run (over KFS_TRAIN_STEPS and the profile's)")
+    seconds: float | None = Field(None, description="time limit of this run (over KFS_TRAIN_SECONDS and the profile's)")
 
 
 @dg.asset(group_name=TRAINING_GROUP, deps=["markets", "split_registry", "features_events"], kinds={"pytorch"},
           description="Forecaster of forward mid moves -> forecast trader -> warm start (distilled) -> PPO on "
-                      "event-time episodes of training markets; budget from the run config or KFS_TRAIN_SECONDS / "
-                      "KFS_TRAIN_STEPS, device from KFS_TRAIN_DEVICE. Writes the candidate.")
+                      "event-time episodes of training markets; a fixed amount of work per stage (the run config's "
+                      "profile; PPO steps and the time limit from the run config or KFS_TRAIN_STEPS / "
+                      "KFS_TRAIN_SECONDS), device from KFS_TRAIN_DEVICE. Writes the candidate.")
 def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig, lake: LakeResource):
+    from training.evaluation.report import inline_image
+    from training.pipeline import config_from_settings, run_training
+
     def log_progress(iteration, curve):
         if iteration % 10 == 0:
-            context.log.info(f"PPO iteration {iteration} ({curve['budget_share']:.0%} of the budget): episode P&L "
+            context.log.info(f"PPO iteration {iteration} ({curve['budget_share']:.0%} of its steps): episode P&L "
                              f"{curve['episode_pnl_cents']:.0f} c, {curve['steps_per_second']:.0f} steps/s")
 
-    summary = run_training(lake.lake(), config_from_settings(config.seconds), progress=log_progress)
+    summary = run_training(lake.lake(), config_from_settings(config.profile, config.seconds, config.steps),
+                           progress=log_progress)
     stages = summary["stages"]
     return dg.MaterializeResult(metadata={
         "steps": summary["steps"], "seconds": round(summary["seconds"], 1), "device": summary["device"],
@@ -38,6 +48,7 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
         "forecaster_held_out_r2": dg.MetadataValue.json(stages["forecaster"]["held_out"]["r2"]),
         "forecast_trader": summary["trader"]["rule"],
         "kept": (stages.get("selection") or {}).get("kept", "ppo"),
+        "cut_short_by_time_limit": dg.MetadataValue.json(stages["cut_short_by_time_limit"]),
         "learning_curves": dg.MetadataValue.md(inline_image(Path(summary["learning_curves"]), "learning curves")),
     })
 
@@ -47,6 +58,8 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
                       "trader, the imbalance rule, random, always-hold and buy-and-hold YES on validation markets, "
                       "with BCa intervals by market; markdown report with the plots inline.")
 def policy_validation(context: dg.AssetExecutionContext, lake: LakeResource):
+    from training.release.runs import run_validation
+
     result = run_validation(lake.lake(), "validation")
     with open(result["report"]) as handle:
         report = handle.read()
@@ -69,6 +82,8 @@ def policy_validation(context: dg.AssetExecutionContext, lake: LakeResource):
           description="TorchScript dynamic-int8 artifact, manifest and registry entry under models/<version>/; the "
                       "production alias moves only through the promotion gate.")
 def published_policy(context: dg.AssetExecutionContext, lake: LakeResource):
+    from training.release.runs import run_publish
+
     manifest = run_publish(lake.lake())
     agreement = manifest["int8_fp32_action_agreement"]
     return dg.MaterializeResult(
