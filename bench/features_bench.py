@@ -22,10 +22,10 @@ from pathlib import Path
 import polars as pl
 
 from bench.results_io import Result, print_results, write_results
-from bench.universe import drop_schema, ingest_days, simulate_into
 from core.catalog import Lake
 from features.events import build_event_features, load_markets, load_raw
 from features.resolution import build_resolution_history, materialize_resolution_history
+from kfs.universe import drop_schema, ingest_days, simulate_into, universe_days
 from source.pg_server import source_dsn
 from source.simulator import SimulationConfig
 from tests.reference.features import reference_features
@@ -59,7 +59,8 @@ print(json.dumps({"events": int(output.record.size), "records": len(batch.record
 def ingest_demo_universe(dsn: str, lake: Lake) -> list[date]:
     config = SimulationConfig()
     tables, _ = simulate_into(dsn, SCHEMA, config)
-    days = ingest_days(dsn, tables, lake, config, extra_days=0)
+    days = universe_days(config, extra_days=0)
+    ingest_days(dsn, tables, lake, days)
     materialize_resolution_history(lake)
     return days
 

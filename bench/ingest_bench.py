@@ -16,11 +16,11 @@ import psycopg
 from psycopg import sql
 
 from bench.results_io import Result, print_results, write_results
-from bench.universe import drop_schema, simulate_into
 from core.catalog import Lake
 from core.settings import SourceTables
 from ingest.extract import day_bounds_ms, ingest_partition, partition_query
 from ingest.streams import PARTITIONED_STREAMS
+from kfs.universe import drop_schema, simulate_into
 from source.pg_server import source_dsn
 from source.simulator import SimulationConfig
 

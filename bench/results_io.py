@@ -33,12 +33,18 @@ def write_results(file_name: str, results: list[Result]) -> Path:
     return path
 
 
+def _format_baseline(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.3f}"
+
+
 def print_results(title: str, results: list[Result], console: Console | None = None) -> None:
     table = Table(title=title)
     for column in ("name", "value", "unit", "baseline", "baseline value", "ratio", "target"):
         table.add_column(column, justify="left" if column in ("name", "unit", "baseline", "target") else "right")
     for r in results:
         table.add_row(r.name, f"{r.value:,.3f}" if r.value < 100 else f"{r.value:,.0f}", r.unit, r.baseline_name or "-",
-                      "-" if r.baseline_value is None else (f"{r.baseline_value:,.0f}" if r.baseline_value >= 100 else f"{r.baseline_value:,.3f}"),
+                      _format_baseline(r.baseline_value),
                       "-" if r.ratio is None else f"{r.ratio:.2f}", r.target or "-")
     (console or Console(width=max(Console().width, 140))).print(table)

@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from bench.results_io import Result, print_results, write_results
-from bench.universe import bench_tables, drop_schema
+from kfs.universe import drop_schema, schema_tables
 from source.pg_server import source_dsn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def run_with_peak(command: list[str], env: dict) -> tuple[float, float, float, s
 
 
 def universe_env(schema: str, root: Path, **extra: str) -> dict:
-    tables = bench_tables(schema)
+    tables = schema_tables(schema)
     env = {key: value for key, value in os.environ.items() if not key.startswith(("KFS_", "DAGSTER_"))}
     env.update(KFS_PG_DSN=source_dsn(), KFS_LAKE=str(root / "lake"), KFS_HOME=str(root / "home"),
                KFS_TABLE_SNAPSHOTS=tables.snapshots, KFS_TABLE_DELTAS=tables.deltas, KFS_TABLE_TRADES=tables.trades,

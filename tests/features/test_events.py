@@ -13,8 +13,8 @@ from core.catalog import Lake
 from features.events import build_event_features, load_markets
 from features.resolution import build_resolution_history
 from features.schema import EVENT_COLUMNS, MODEL_FEATURES
-from ingest.extract import day_bounds_ms, ingest_markets, ingest_partition
-from ingest.streams import PARTITIONED_STREAMS
+from ingest.extract import day_bounds_ms
+from kfs.universe import ingest_days
 from source.recordings import load_files
 from tests.conftest import SAGNIK, SHARED_DATA, SMALL_CONFIG, schema_tables
 from tests.reference.features import reference_features
@@ -116,13 +116,6 @@ def test_same_millisecond_events_never_see_later_ones(small_features):
     assert runs.filter(pl.col("step").is_not_null())["step"].unique().to_list() == [1]
 
 
-def _ingest_everything(dsn, tables, lake, days):
-    for day in days:
-        for stream in PARTITIONED_STREAMS:
-            ingest_partition(dsn, stream, day, lake, tables)
-    ingest_markets(dsn, lake, tables)
-
-
 def test_point_in_time_rows_before_t_do_not_change_when_later_data_arrives(small_universe, small_lake, tmp_path):
     """Rebuild after appending and changing source rows after t: every row at or before t is identical."""
     dsn = small_universe["dsn"]
@@ -136,12 +129,16 @@ def test_point_in_time_rows_before_t_do_not_change_when_later_data_arrives(small
             conn.execute(f"CREATE TABLE {changed_schema}.{name} AS SELECT * FROM small.{name}")
         # After t: delete some rows, change others, add new ones (a big trade, a settlement).
         conn.execute(f"DELETE FROM {changed_schema}.rl_orderbook_deltas WHERE timestamp_ms > %s AND id %% 7 = 0", (t,))
-        conn.execute(f"UPDATE {changed_schema}.rl_orderbook_deltas SET new_size = new_size + 5 WHERE timestamp_ms > %s AND id %% 5 = 0", (t,))
-        conn.execute(f"INSERT INTO {changed_schema}.rl_trades (trade_id, market_ticker, yes_price, no_price, count, taker_side, ts, received_at) "
-                     f"SELECT 'late-' || id, market_ticker, 50, 50, 5000, 'yes', ts + 1, received_at + 1 FROM {changed_schema}.rl_trades WHERE ts > %s AND id %% 3 = 0", (t,))
-        conn.execute(f"UPDATE {changed_schema}.markets SET result = 'yes', status = 'settled', settled_ts = to_timestamp((%s + 1000) / 1000.0) WHERE result IS NULL", (t,))
+        conn.execute(f"UPDATE {changed_schema}.rl_orderbook_deltas SET new_size = new_size + 5 "
+                     "WHERE timestamp_ms > %s AND id %% 5 = 0", (t,))
+        conn.execute(f"INSERT INTO {changed_schema}.rl_trades "
+                     "(trade_id, market_ticker, yes_price, no_price, count, taker_side, ts, received_at) "
+                     "SELECT 'late-' || id, market_ticker, 50, 50, 5000, 'yes', ts + 1, received_at + 1 "
+                     f"FROM {changed_schema}.rl_trades WHERE ts > %s AND id %% 3 = 0", (t,))
+        conn.execute(f"UPDATE {changed_schema}.markets SET result = 'yes', status = 'settled', "
+                     "settled_ts = to_timestamp((%s + 1000) / 1000.0) WHERE result IS NULL", (t,))
     lake = Lake(tmp_path / "changed")
-    _ingest_everything(dsn, schema_tables(changed_schema), lake, [FIRST, LAST])
+    ingest_days(dsn, schema_tables(changed_schema), lake, [FIRST, LAST])
     after, _ = build_event_features(lake, FIRST, LAST)
     key = ["market_ticker", "session_id", "sequence_number"]
     early_before = before.filter(pl.col("timestamp_ms") <= t).sort(key)
@@ -156,17 +153,19 @@ def test_quarantined_rows_never_reach_features(pg_dsn, fresh_tables, tmp_path):
     day = FIRST
     t0 = day_bounds_ms(day)[0] + 1000
     with psycopg.connect(pg_dsn) as conn:
-        conn.execute(f"INSERT INTO {tables.snapshots} (session_id, market_ticker, timestamp_ms, sequence_number, yes_bids, no_bids) "
+        conn.execute(f"INSERT INTO {tables.snapshots} "
+                     "(session_id, market_ticker, timestamp_ms, sequence_number, yes_bids, no_bids) "
                      "VALUES (1, 'KXQ', %s, 1, '{\"40\": 10}', '{\"55\": 10}')", (t0,))
         rows = [(1, "KXQ", t0 + 1, 2, "yes", "add", 41, 0, 5),      # good
                 (1, "KXQ", t0 + 2, 3, "yes", "add", 140, 0, 5),     # bad price
                 (1, "KXQ", t0 + 3, 4, "yes", "update", 41, 5, -9),  # negative size
                 (1, "KXQ", t0 + 4, 5, "yes", "add", 42, 0, 5)]      # good
         conn.cursor().executemany(
-            f"INSERT INTO {tables.deltas} (session_id, market_ticker, timestamp_ms, sequence_number, side, action, price, old_size, new_size) "
+            f"INSERT INTO {tables.deltas} "
+            "(session_id, market_ticker, timestamp_ms, sequence_number, side, action, price, old_size, new_size) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
     lake = Lake(tmp_path)
-    _ingest_everything(pg_dsn, tables, lake, [day])
+    ingest_days(pg_dsn, tables, lake, [day])
     features, counts = build_event_features(lake, day, day)
     assert features.height == 3  # the snapshot and the two good deltas
     assert features["best_yes_bid_cents"].to_list() == [40, 41, 42]
@@ -186,7 +185,7 @@ def test_features_on_real_recordings_agree_with_recorded_top_of_book_and_oracle(
         load_files(conn, tables, [path])
     lake = Lake(tmp_path)
     day = date(2026, 1, 8)
-    _ingest_everything(pg_dsn, tables, lake, [day])
+    ingest_days(pg_dsn, tables, lake, [day])
     features, _ = build_event_features(lake, day, day)
     produced = list(zip(features["best_yes_bid_cents"].to_list(), features["best_yes_ask_cents"].to_list()))
     assert produced == recorded_top_of_book(path)

@@ -164,7 +164,8 @@ def test_bad_rows_are_quarantined_with_their_reason_and_reconcile(pg_dsn, fresh_
     t0 = day_bounds_ms(BAD_DAY)[0] + 3_600_000
     good_book = json.dumps({"40": 10, "41": 5})
     with psycopg.connect(pg_dsn) as conn:
-        _insert(conn, tables.snapshots, ["session_id", "market_ticker", "timestamp_ms", "sequence_number", "yes_bids", "no_bids"], [
+        snapshot_columns = ["session_id", "market_ticker", "timestamp_ms", "sequence_number", "yes_bids", "no_bids"]
+        _insert(conn, tables.snapshots, snapshot_columns, [
             (1, "KXGOOD", t0, 1, good_book, json.dumps({"55": 7})),
             (1, "KXBAD1", t0, 1, json.dumps({"120": 3}), good_book),        # price_out_of_range
             (1, "KXBAD2", t0, 1, json.dumps({"40": -4}), good_book),        # negative_size
@@ -172,7 +173,8 @@ def test_bad_rows_are_quarantined_with_their_reason_and_reconcile(pg_dsn, fresh_
             (1, "KXBAD4", t0, 1, json.dumps([1, 2]), good_book),            # malformed_book
             (1, None, t0, 1, good_book, good_book),                         # null_ticker
         ])
-        delta_columns = ["session_id", "market_ticker", "timestamp_ms", "sequence_number", "side", "action", "price", "old_size", "new_size"]
+        delta_columns = ["session_id", "market_ticker", "timestamp_ms", "sequence_number", "side", "action", "price",
+                         "old_size", "new_size"]
         _insert(conn, tables.deltas, delta_columns, [
             (1, "KXGOOD", t0 + 1, 2, "yes", "update", 40, 10, 12),
             (1, "KXGOOD", t0 + 2, 3, "yes", "update", 0, 0, 12),            # price_out_of_range

@@ -103,7 +103,7 @@ def test_a_disk_full_during_a_run_is_one_line_through_dagster(small_env, monkeyp
 
 def test_a_warning_check_exits_zero_with_a_warning_line_and_an_error_check_exits_one(small_env, monkeypatch, capsys):
     from core.catalog import Lake
-    from kfs.runners import failed_checks
+    from kfs.console import failed_checks
 
     monkeypatch.setenv("KFS_QUARANTINE_MAX_SHARE", "0")
     monkeypatch.setenv("KFS_TABLE_DELTAS", _table_with_one_bad_delta(small_env, monkeypatch))

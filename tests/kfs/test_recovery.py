@@ -7,30 +7,24 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from kfs.runners import child_pids
-from tests.conftest import REPO, SMALL_CONFIG
+from kfs.interrupts import child_pids
+from tests.conftest import REPO, source_environment
 
-FIRST = SMALL_CONFIG.start
-LAST = SMALL_CONFIG.start + timedelta(days=SMALL_CONFIG.days - 1)
 RERUN_BOUND_S = 240  # a clean run takes ~25 s here; a run blocked by a dead one never ends
 
 
 def _env(small_universe, root: Path) -> dict:
-    env = dict(os.environ, KFS_PG_DSN=small_universe["dsn"], KFS_LAKE=str(root / "lake"), KFS_HOME=str(root / "home"),
-               KFS_WAREHOUSE=str(root / "warehouse.duckdb"), DAGSTER_HOME=str(root / "dagster"))
-    for stream in ("snapshots", "deltas", "trades", "markets"):
-        env[f"KFS_TABLE_{stream.upper()}"] = getattr(small_universe["tables"], stream)
-    return env
+    return dict(os.environ, **source_environment(small_universe["dsn"], small_universe["tables"], root),
+                DAGSTER_HOME=str(root / "dagster"))
 
 
-def _materialize(env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "kfs.cli", "materialize", "--start", FIRST.isoformat(), "--end",
-                             LAST.isoformat()], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def _materialize(env: dict, days) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kfs.cli", "materialize", "--start", days[0].isoformat(), "--end",
+                             days[-1].isoformat()], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
 
@@ -71,32 +65,32 @@ def _kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> dict[i
     return children
 
 
-def _finishes(env: dict) -> str:
-    rerun = _materialize(env)
+def _finishes(env: dict, days) -> str:
+    rerun = _materialize(env, days)
     out, _ = rerun.communicate(timeout=RERUN_BOUND_S)
     assert rerun.returncode == 0, out[-3000:]
     return out
 
 
 @pytest.mark.slow
-def test_a_killed_run_blocks_nothing_and_the_rerun_writes_a_clean_runs_bytes(small_universe, tmp_path):
-    clean = _env(small_universe, tmp_path / "clean")
-    assert _finishes(clean)
-    expected = _lake_files(tmp_path / "clean" / "lake")
+def test_a_killed_run_blocks_nothing_and_the_rerun_writes_a_clean_runs_bytes(small_universe, small_lake, nightly_days,
+                                                                              tmp_path):
+    # The clean run of the same range is the shared nightly build (its lake, without the models it also wrote).
+    expected = _lake_files(small_lake.root)
 
     killed = _env(small_universe, tmp_path / "killed")
     lake = tmp_path / "killed" / "lake"
-    mid_ingest = _materialize(killed)
+    mid_ingest = _materialize(killed, nightly_days)
     _kill_when(mid_ingest, lambda _: any(lake.glob("raw/*/date=*/*.parquet")))
-    _finishes(killed)
+    _finishes(killed, nightly_days)
 
-    mid_dbt = _materialize(killed)
+    mid_dbt = _materialize(killed, nightly_days)
     orphans = _kill_when(mid_dbt, lambda commands: any(" build " in c and "dbt" in c for c in commands))
     deadline = time.monotonic() + 15
     while any(Path(f"/proc/{p}").exists() for p in orphans) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in orphans if Path(f"/proc/{p}").exists()], "dbt outlived the run that started it"
-    out = _finishes(killed)
+    out = _finishes(killed, nightly_days)
     assert "reclaimed the pool slots of run" in out
 
     assert _lake_files(lake) == expected

@@ -79,7 +79,7 @@ def test_follow_on_the_simulated_universe_matches_the_offline_store(small_univer
     cut through markets and days, against the feature store Dagster built from the universe."""
     _, store, _ = built_store
     lake, manifest = serving_lake
-    tables = fresh_tables()
+    tables = fresh_tables(dsn=small_universe["dsn"])
     _as_recorded(small_universe["dsn"], small_universe["tables"], tables)
     report = run_live(follow(small_universe["dsn"], tables, batch_events=997, exit_when_idle=True),
                       PolicyServer(lake, latency_budget_p99_us=NO_BUDGET), tmp_path / "out")
@@ -102,8 +102,7 @@ def test_replay_of_every_real_recording_matches_the_offline_store(pg_dsn, fresh_
     against the same files replayed live in odd-sized batches."""
     from features.events import materialize_event_features
     from features.resolution import materialize_resolution_history
-    from ingest.extract import ingest_markets, ingest_partition
-    from ingest.streams import PARTITIONED_STREAMS
+    from kfs.universe import ingest_days
     from source.recordings import load_files
 
     tables = fresh_tables()
@@ -115,10 +114,7 @@ def test_replay_of_every_real_recording_matches_the_offline_store(pg_dsn, fresh_
     store = Lake(tmp_path / "store")
     days = pl.date_range(date.fromtimestamp(first_ms // 1000 - 86400), date.fromtimestamp(last_ms // 1000 + 86400),
                          eager=True).to_list()
-    for day in days:
-        for stream in PARTITIONED_STREAMS:
-            ingest_partition(pg_dsn, stream, day, store, tables)
-    ingest_markets(pg_dsn, store, tables)
+    ingest_days(pg_dsn, tables, store, days)
     materialize_resolution_history(store)
     materialize_event_features(store, days[0], days[-1])
     offline = store.scan_parquet(store.partition_files("features_events")).collect()
@@ -194,7 +190,7 @@ def test_follow_picks_up_new_rows_and_exits_cleanly_on_sigterm(small_universe, f
     """`kfs live --follow` as a process: rows inserted while it runs are decided on; SIGTERM ends it with the
     outputs complete."""
     lake, _ = serving_lake
-    tables = fresh_tables()
+    tables = fresh_tables(dsn=small_universe["dsn"])
     source = small_universe["tables"]
     copy = lambda table, where: (f"INSERT INTO {getattr(tables, table)} SELECT * FROM {getattr(source, table)} "  # noqa: E731
                                  f"WHERE {where}")

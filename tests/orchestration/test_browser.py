@@ -65,7 +65,8 @@ def dagster_ui(small_universe, tmp_path_factory):
                 pass
             time.sleep(2)
         else:
-            pytest.fail(f"dagster dev did not serve the definitions in time; log: {(root / 'dagster-dev.log').read_text()[-3000:]}")
+            log_tail = (root / "dagster-dev.log").read_text()[-3000:]
+            pytest.fail(f"dagster dev did not serve the definitions in time; log: {log_tail}")
         yield port
     finally:
         os.killpg(server.pid, signal.SIGTERM)

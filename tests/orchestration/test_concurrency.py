@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pytest
 
 from core.catalog import Lake
 from tests.conftest import SMALL_CONFIG
 
 
+@pytest.mark.slow
 def test_two_overlapping_backfills_at_once_finish_without_lock_errors(small_universe, tmp_path):
     """Two `kfs materialize` processes over overlapping ranges, same lake and warehouse, started together."""
     import os

@@ -7,43 +7,32 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
 import psycopg
 import pytest
-from psycopg import conninfo, sql
+from psycopg import conninfo
 
 from core.catalog import Lake
-from source.simulator import SimulationConfig
-from tests.conftest import REPO, SMALL_START, simulated_schema
-
-BACKFILL = SimulationConfig(markets=6, days=4, seed=5, signal=0.6, start=SMALL_START)
-LAST_DAY = SMALL_START + timedelta(days=BACKFILL.days - 1)
+from tests import run_once
+from tests.conftest import REPO, source_environment
 
 
 @pytest.fixture(scope="module")
-def four_days(pg_dsn):
-    """6 markets over 4 days in their own schema, and an empty database for Dagster's storage."""
-    tables, _ = simulated_schema(pg_dsn, "four_days", BACKFILL)
-    params = conninfo.conninfo_to_dict(pg_dsn)
-    dagster_db = f"{params['dbname']}_dagster"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dagster_db)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dagster_db)))
-    return {"dsn": pg_dsn, "tables": tables, "dagster_dsn": conninfo.make_conninfo(**{**params, "dbname": dagster_db})}
+def dagster_dsn(shared_server):
+    """An empty database of this worker's for Dagster's own storage in `prod`."""
+    return run_once.create_database(shared_server, f"dagster_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
 
 
-def materialize(four_days, root: Path, last_day=LAST_DAY, **variables: str) -> subprocess.CompletedProcess:
-    tables = four_days["tables"]
+def materialize(small_universe, days, root: Path, **variables: str) -> subprocess.CompletedProcess:
+    """`kfs materialize` of `days` of the small universe, in a process of its own, with only these variables."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("KFS_", "DAGSTER_"))}
-    env.update(KFS_PG_DSN=four_days["dsn"], KFS_LAKE=str(root / "lake"), KFS_HOME=str(root / "home"),
-               KFS_TABLE_SNAPSHOTS=tables.snapshots, KFS_TABLE_DELTAS=tables.deltas,
-               KFS_TABLE_TRADES=tables.trades, KFS_TABLE_MARKETS=tables.markets)
+    env.update(source_environment(small_universe["dsn"], small_universe["tables"], root))
+    env.pop("KFS_WAREHOUSE")
     env.update(variables)
-    return subprocess.run([sys.executable, "-m", "kfs.cli", "materialize", "--start", SMALL_START.isoformat(),
-                           "--end", last_day.isoformat()], env=env, cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "kfs.cli", "materialize", "--start", days[0].isoformat(),
+                           "--end", days[-1].isoformat()], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=900)
 
 
@@ -71,20 +60,16 @@ def assert_same_lake(expected: dict, actual: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def in_process_lake(four_days, tmp_path_factory):
-    root = tmp_path_factory.mktemp("in_process")
-    done = materialize(four_days, root)
-    assert done.returncode == 0, done.stderr[-3000:]
-    contents = lake_contents(Lake(root / "lake"))
-    assert len([k for k in contents if k.startswith("events/")]) == BACKFILL.days
-    return contents
+def in_process_lake(small_lake):
+    """The in-process reference: the shared nightly build of the same days (the same steps, one after another)."""
+    return lake_contents(small_lake)
 
 
 @pytest.mark.slow
 def test_a_backfill_on_a_dask_cluster_with_postgres_storage_and_an_s3_lake_equals_in_process(
-        four_days, in_process_lake, s3_lake, tmp_path):
-    done = materialize(four_days, tmp_path, KFS_ENV="prod", KFS_EXECUTOR="dask", KFS_WORKERS="2",
-                       KFS_DAGSTER_PG_DSN=four_days["dagster_dsn"], KFS_LAKE=s3_lake)
+        small_universe, nightly_days, in_process_lake, dagster_dsn, s3_lake, tmp_path):
+    done = materialize(small_universe, nightly_days, tmp_path, KFS_ENV="prod", KFS_EXECUTOR="dask", KFS_WORKERS="2",
+                       KFS_DAGSTER_PG_DSN=dagster_dsn, KFS_LAKE=s3_lake)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (tmp_path / "lake").exists()
     assert_same_lake(in_process_lake, lake_contents(Lake(s3_lake)))
@@ -93,11 +78,11 @@ def test_a_backfill_on_a_dask_cluster_with_postgres_storage_and_an_s3_lake_equal
     # Dagster's storage is in PostgreSQL, not SQLite, and never holds the password
     home = tmp_path / "home" / "dagster"
     assert not list(home.rglob("*.db")), list(home.rglob("*.db"))
-    password = conninfo.conninfo_to_dict(four_days["dagster_dsn"]).get("password")
+    password = conninfo.conninfo_to_dict(dagster_dsn).get("password")
     assert password is None or password not in (home / "dagster.yaml").read_text()
-    with psycopg.connect(four_days["dagster_dsn"]) as conn:
+    with psycopg.connect(dagster_dsn) as conn:
         runs = dict(conn.execute("SELECT pipeline_name, count(*) FROM runs GROUP BY 1").fetchall())
-        assert runs == {"ingest_job": BACKFILL.days, "markets_job": 1, "feature_store_job": 1}
+        assert runs == {"ingest_job": len(nightly_days), "markets_job": 1, "feature_store_job": 1}
         assert conn.execute("SELECT count(*) FROM runs WHERE status <> 'SUCCESS'").fetchone()[0] == 0
         # steps ran in the cluster's worker processes: at least two of them, none of them the command itself
         step_pids = {row[0] for row in conn.execute(
@@ -110,25 +95,27 @@ def test_a_backfill_on_a_dask_cluster_with_postgres_storage_and_an_s3_lake_equal
 
 
 @pytest.mark.slow
-def test_a_backfill_on_the_multiprocess_executor_equals_in_process(four_days, in_process_lake, tmp_path):
-    done = materialize(four_days, tmp_path, KFS_EXECUTOR="multiprocess", KFS_WORKERS="2")
+def test_a_backfill_on_the_multiprocess_executor_equals_in_process(small_universe, nightly_days, in_process_lake,
+                                                                    tmp_path):
+    done = materialize(small_universe, nightly_days, tmp_path, KFS_EXECUTOR="multiprocess", KFS_WORKERS="2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_lake(in_process_lake, lake_contents(Lake(tmp_path / "lake")))
 
 
-def test_a_failed_step_on_a_worker_is_one_line(four_days, tmp_path):
+def test_a_failed_step_on_a_worker_is_one_line(small_universe, nightly_days, tmp_path):
     (tmp_path / "lake" / "raw").mkdir(parents=True)
     (tmp_path / "lake" / "raw" / "trades").write_text("a file where a folder should be")  # the trades step fails
-    done = materialize(four_days, tmp_path, SMALL_START, KFS_EXECUTOR="multiprocess")
+    done = materialize(small_universe, nightly_days[1:2], tmp_path, KFS_EXECUTOR="multiprocess")
     assert done.returncode == 1, done.stderr[-3000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr[-4000:]
     [line] = lines
-    assert line.startswith("kfs: error: RunFailed: ingest_job step raw_trades failed: NotADirectoryError") and "Traceback" not in done.stderr, line
+    assert line.startswith("kfs: error: RunFailed: ingest_job step raw_trades failed: NotADirectoryError"), line
+    assert "Traceback" not in done.stderr, done.stderr
 
 
-def test_a_bad_scheduler_address_is_one_line(four_days, tmp_path):
-    done = materialize(four_days, tmp_path, KFS_EXECUTOR="dask", KFS_DASK_SCHEDULER="localhost:8786")
+def test_a_bad_scheduler_address_is_one_line(small_universe, nightly_days, tmp_path):
+    done = materialize(small_universe, nightly_days, tmp_path, KFS_EXECUTOR="dask", KFS_DASK_SCHEDULER="localhost:8786")
     assert done.returncode == 2 and "KFS_DASK_SCHEDULER must be a scheduler address" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 

@@ -8,7 +8,6 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
-from core.catalog import Lake
 from tests.conftest import SMALL_CONFIG
 
 
@@ -30,27 +29,15 @@ def test_nightly_schedule_requests_yesterday_and_the_late_window(monkeypatch):
     assert request.tags["dagster/asset_partition_range_start"] == "2026-11-21"
 
 
-def test_what_the_nightly_schedule_requests_runs_end_to_end(small_universe, tmp_path, monkeypatch):
-    """Ingest -> features -> dbt -> split -> train -> validate -> publish, for the schedule's range."""
-    monkeypatch.setenv("KFS_PG_DSN", small_universe["dsn"])
-    monkeypatch.setenv("KFS_LAKE", str(tmp_path / "lake"))
-    monkeypatch.setenv("KFS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KFS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
-    monkeypatch.setenv("KFS_TRAIN_STEPS", "2048")
-    for stream in ("snapshots", "deltas", "trades", "markets"):
-        monkeypatch.setenv(f"KFS_TABLE_{stream.upper()}", getattr(small_universe["tables"], stream))
-    from orchestration.definitions import defs
-
-    tick_day = SMALL_CONFIG.start + dt.timedelta(days=SMALL_CONFIG.days)
-    (request,) = defs.resolve_schedule_def("nightly_schedule").evaluate_tick(_tick(tick_day)).run_requests
-    result = defs.resolve_job_def("nightly_job").execute_in_process(instance=dg.DagsterInstance.ephemeral(),
-                                                                   tags=request.tags)
-    assert result.success
-    materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
-    assert {"raw_deltas", "features_events", "markets", "split_registry", "published_policy"} <= materialized
-    lake = Lake(tmp_path / "lake")
-    first = date.fromisoformat(request.tags["dagster/asset_partition_range_start"])
-    assert lake.partitions("deltas") == [first + dt.timedelta(days=i) for i in range(3)]
-    assert pl.read_parquet(lake.raw_partition("deltas", first)).height == 0  # a day before the data: empty, not missing
-    registry = lake.read_json(lake.model_registry())
+def test_what_the_nightly_schedule_requests_runs_end_to_end(small_nightly, nightly_days, small_lake):
+    """Ingest -> features -> dbt -> split -> train -> validate -> publish, for the range the schedule asks for
+    on the day after the small universe (the shared build of conftest.py is that run)."""
+    run = small_nightly["run"]
+    assert run.success
+    # yesterday (the universe's last day) and KFS_LATE_DAYS (2) days before it: the day before the data, its two days
+    assert nightly_days == [SMALL_CONFIG.start + dt.timedelta(days=i) for i in (-1, 0, 1)]
+    assert {"raw_deltas", "features_events", "markets", "split_registry", "published_policy"} <= set(run.materialized)
+    assert small_lake.partitions("deltas") == nightly_days
+    assert pl.read_parquet(small_lake.raw_partition("deltas", nightly_days[0])).height == 0  # before the data: empty
+    registry = small_lake.read_json(small_lake.model_registry())
     assert len(registry["versions"]) == 1

@@ -79,10 +79,10 @@ def reference_features(book_events: list[dict], trades: list[dict], market: dict
         gap = (t - times[i - 1]) / 1000 if i > 0 else None
         gaps = [(times[j] - times[j - 1]) / 1000 for j in range(1, i + 1)]
 
-        def count_events(window_s):
+        def count_events(window_s, i=i, t=t):
             return sum(1 for j in range(i + 1) if times[j] > t - window_s * 1000)
 
-        def window_trades(window_s):
+        def window_trades(window_s, t=t):
             return [tr for tr in trades if t - window_s * 1000 < visible_ms(tr) <= t]
 
         def mid_at(j):

@@ -16,7 +16,7 @@ import pytest
 
 from core.postgres import SourceUnavailable
 from source.pg_server import EmbeddedServer, EmbeddedServerError
-from tests.conftest import private_server_folder
+from tests.run_once import private_server_folder
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as another user only when kfs runs as root")
 

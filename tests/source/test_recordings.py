@@ -88,7 +88,8 @@ def test_top_of_book_csv_becomes_one_level_snapshots(pg_dsn, fresh_tables):
     with psycopg.connect(pg_dsn) as conn:
         empty_sides = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE yes_bids = '{{}}' OR no_bids = '{{}}'").format(
             table_identifier(tables.snapshots))).fetchone()[0]
-        first = conn.execute(sql.SQL("SELECT yes_bids::text, no_bids::text FROM {} ORDER BY timestamp_ms, market_ticker LIMIT 1").format(
+        first = conn.execute(sql.SQL(
+            "SELECT yes_bids::text, no_bids::text FROM {} ORDER BY timestamp_ms, market_ticker LIMIT 1").format(
             table_identifier(tables.snapshots))).fetchone()
     with (SAGNIK / "orderbook_snapshots_20260208.csv").open(newline="") as handle:
         expected_empty = sum(1 for r in csv.DictReader(handle) if not r["best_bid_price"] or not r["best_ask_price"])
@@ -142,9 +143,12 @@ def _frames(fixed_point: bool) -> list[dict]:
 
 def _rows(dsn, tables):
     with psycopg.connect(dsn) as conn:
-        snapshots = conn.execute(sql.SQL("SELECT session_id, sequence_number, timestamp_ms, yes_bids::text, no_bids::text FROM {} ORDER BY id").format(
+        snapshots = conn.execute(sql.SQL(
+            "SELECT session_id, sequence_number, timestamp_ms, yes_bids::text, no_bids::text FROM {} ORDER BY id").format(
             table_identifier(tables.snapshots))).fetchall()
-        deltas = conn.execute(sql.SQL("SELECT session_id, sequence_number, timestamp_ms, side, action, price, old_size, new_size FROM {} ORDER BY id").format(
+        deltas = conn.execute(sql.SQL(
+            "SELECT session_id, sequence_number, timestamp_ms, side, action, price, old_size, new_size "
+            "FROM {} ORDER BY id").format(
             table_identifier(tables.deltas))).fetchall()
         trades = conn.execute(sql.SQL("SELECT trade_id, yes_price, no_price, count, taker_side, ts FROM {}").format(
             table_identifier(tables.trades))).fetchall()

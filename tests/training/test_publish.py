@@ -88,3 +88,35 @@ def test_promotion_and_hot_reload(published, tmp_path):
     assert server.act(obs[0][:1], obs[1][:1]).shape == (1, 5)
     assert len(read_registry(lake)["versions"]) == 3 and all(lake.model_version(v["version"]).exists()
                                                              for v in read_registry(lake)["versions"])
+
+
+def test_evaluating_a_version_twice_gives_its_published_validation(published, tmp_path):
+    """`kfs evaluate` scores the published files themselves: twice the same JSON (strict: no NaN or Infinity),
+    and the figures of the version's own validation, with every strategy of it (the forecast trader too)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    lake, _, _, validation, manifest = published
+    written = []
+    for attempt in ("first", "second"):
+        path = tmp_path / f"{attempt}.json"
+        done = subprocess.run([sys.executable, "-m", "kfs.cli", "evaluate", "--split", "validation", "--version",
+                               manifest["version"], "--json", str(path), "--no-latency-check"],
+                              env={**os.environ, "KFS_LAKE": str(lake.root), "KFS_HOME": str(tmp_path / "home")},
+                              cwd=REPO, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "int8 latency on this machine: p50" in done.stdout and "scored forecast_trader" in done.stderr
+        written.append(path.read_text())
+    assert written[0] == written[1]
+
+    def strict(constant):
+        raise AssertionError(f"{constant} in the JSON")
+
+    evaluated = json.loads(written[0], parse_constant=strict)
+    assert evaluated["table"] == validation["table"] and "forecast_trader" in {r["strategy"] for r in evaluated["table"]}
+    assert evaluated["comparison"] == validation["comparison"] == manifest["baseline_comparison"]
+    assert evaluated["recovery"] == validation["recovery"] and evaluated["best_rule"] == validation["best_rule"]
