@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: demo test test-fast quality dev bench docs clean-lake stop
 
-# uv installs the environment in parallel (about 1 minute here against 3.5 with pip); it does not read pip's
+# uv installs the environment in parallel (19 s here from nothing, against about 3.5 minutes with pip); it does not read pip's
 # configuration, so it is handed pip's find-links (where a machine may keep a CPU build of torch). pip is
 # the fallback wherever uv cannot run.
 PIP_FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
