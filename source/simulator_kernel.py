@@ -3,7 +3,8 @@
 The latent state is a martingale probability f(t) = Phi(X(t) / (sigma * sqrt(T - t))) with X a
 Brownian motion, so the outcome 1{X(T) > 0} is consistent with every price on the way; once the outcome
 is known (`outcome_known_ms`) it is frozen and the price stays converged to it. The visible book follows
-100 f (see `_follow`), with news jumps of 10-18 cents.
+100 f (see `_follow`), with news jumps of JUMP_MIN..JUMP_MAX (14-22 cents). Its quotes are clamped to 2/3 ..
+97/98 cents: near certainty, and after the outcome is known, the favourite is offered below its value.
 
 Planted effects (`EFFECTS`): footprints that informed traders leave before a news jump, each seen through a
 different observable:

@@ -112,6 +112,7 @@ def test_every_asset_and_check_is_in_the_ui(dagster_ui, browser_page):
             "names => names.every(n => document.body.innerText.includes(n))", arg=names, timeout=30_000)
 
 
+@pytest.mark.slow
 def test_a_partition_launched_from_the_ui_materializes(dagster_ui, browser_page):
     partition = SMALL_CONFIG.start.isoformat()
     page = browser_page
