@@ -192,13 +192,8 @@ def train_policy(data: MarketData, config: TrainingConfig,
 
 def cut_short_stages(stages: dict) -> list[str]:
     """The stages the run's time limit stopped before their work was done."""
-    cut = []
-    if stages["forecaster"].get("stopped_by") == "time_limit":
-        cut.append("forecaster")
-    cut += [name for name in ("warm_start", "large_warm_start") if (stages.get(name) or {}).get("cut_short")]
-    if stages["ppo"]["cut_short"]:
-        cut.append("ppo")
-    return cut
+    return [name for name in ("forecaster", "warm_start", "ppo", "large_warm_start")
+            if (stages.get(name) or {}).get("cut_short")]
 
 
 def train_large_tier(base: MarketPolicy, forecaster: Forecaster, trader: ForecastTrader, data: MarketData,

@@ -300,14 +300,16 @@ def backtest_rules(candidates: list[ThresholdRule], markets: list[MarketSeries],
     by_feature: dict[str, list[ThresholdRule]] = {}
     for rule in candidates:
         by_feature.setdefault(rule.feature, []).append(rule)
+    grids = {feature: (np.array([r.orientation for r in group], np.int64),
+                       *(np.array([getattr(r, name) for r in group], np.float64)
+                         for name in ("yes_enter", "yes_exit", "no_enter", "no_exit")))
+             for feature, group in by_feature.items()}
     scores = dict.fromkeys(candidates, 0)
     for market in markets:
         book = _book_arrays(market, rules)
         for feature, group in by_feature.items():
-            thresholds = [np.array([getattr(r, name) for r in group], np.float64)
-                          for name in ("yes_enter", "yes_exit", "no_enter", "no_exit")]
             values = np.ascontiguousarray(market.features[:, feature_names.index(feature)], np.float32)
-            totals = backtest_rule_grid(values, np.array([r.orientation for r in group], np.int64), *thresholds, *book)
+            totals = backtest_rule_grid(values, *grids[feature], *book)
             for rule, cents in zip(group, totals.tolist()):
                 scores[rule] += cents
     return scores

@@ -208,7 +208,8 @@ def fit_forecaster(data: MarketData, config: ForecastConfig = ForecastConfig(), 
     model.load_state_dict(best_state)
     model = model.cpu().eval()
     report = {"train_markets": len(fit), "held_out_markets": len(held), "rows": len(fit_rows), "steps": steps,
-              "checks": checks, "stopped_by": stopped, "initial_held_out_loss": initial_loss,
+              "checks": checks, "stopped_by": stopped, "cut_short": stopped == "time_limit",
+              "initial_held_out_loss": initial_loss,
               "held_out": held_out_fit(model, held_rows),
               "seconds": time.perf_counter() - started, "horizons_events": list(HORIZONS)}
     return model, report
