@@ -83,14 +83,14 @@ def print_policy_summary(target: Console, lake: Lake | None = None) -> None:
     print_results(target, validation, "validation markets: per-market P&L ($, net of spread and fees)")
     header, rows = stage_rows(training.get("stages", {}))
     if rows:
-        target.print(_rich_table("what each training stage adds (validation, paired)", header, rows))
+        target.print(_rich_table("what each training stage adds (select markets, paired)", header, rows))
     tiers = training.get("stages", {}).get("complexity_tiers")
     if tiers:
-        rows = [[name, str(tiers[name]["hidden"]), f"{tiers[name]['validation_mean_dollars']:+.2f}",
-                 f"{tiers[name]['validation_sharpe']:.3f}", f"{tiers[name]['batched_latency_us']['p99_us']:.0f}"]
+        rows = [[name, str(tiers[name]["hidden"]), f"{tiers[name]['select_mean_dollars']:+.2f}",
+                 f"{tiers[name]['select_sharpe']:.3f}", f"{tiers[name]['batched_latency_us']['p99_us']:.0f}"]
                 for name in ("base", "large")]
         target.print(_rich_table(f"complexity tiers (kept: {tiers['kept']}; {tiers['rule']})",
-                                 ("stage", "hidden", "validation $/market", "cross-market Sharpe", "p99 us, 100 markets"),
+                                 ("stage", "hidden", "select $/market", "cross-market Sharpe", "p99 us, 100 markets"),
                                  rows))
     registry = read_registry(lake)
     latest = registry["versions"][-1]

@@ -11,9 +11,11 @@ Stages, in order, each a fixed amount of work (the same seeds give the same poli
 A run may carry a time limit (`TrainingConfig.time_limit_s`, a safety net of the nightly job): a stage that
 reaches it stops, and the summary says which stages it cut short.
 Nothing here knows the simulator's planted effects: no known-answer rule is imported (a test checks the
-import graph). Validation markets are used once, at the end: each stage's greedy strategy is scored on
-them (paired by market, so the report shows what each stage adds) and the PPO policy is kept only if it
-does no worse than the warm start there. The test split is never read here.
+import graph). Markets have four roles (training/data/roles.py): the stages fit on the fit markets, and
+every choice is made on the select markets, held out of every fit: the forecaster's early stopping, the
+learner stage that is kept (each stage's greedy strategy scored there, paired by market, so the report
+shows what each stage adds and how many orders it placed) and the complexity tier. Validation markets are
+never read here (they give the promotion gate its figures, training/release/runs.py), nor is the test split.
 
 Profiles (`PROFILES`) name the configurations the entry points use: `nightly` (the nightly job, `kfs train`
 and the quality runs), `demo` (`make demo`: the same stages, smaller) and `smoke` (tests on small universes).
@@ -60,8 +62,8 @@ class TrainingConfig:
     time_limit_s: float | None = None   # a safety net: stages stop when this much time passed (not reproducible)
     hidden: int = 64
     large_hidden: int | None = 128      # the larger complexity tier (None: train the base size only)
-    tuning_markets: int = 100           # stratified sample of training markets for tuning the trader
-    select_on_validation: bool = True   # keep PPO's policy only if it does no worse than the warm start
+    tuning_markets: int = 100           # stratified sample of fit markets for tuning the trader
+    select_stage: bool = True           # choose the learner stage and the tier on the select markets
     threads: int = 1                    # torch threads: results are bit-for-bit the same for the same count
     device: str = "cpu"                 # "cpu" or "cuda" (see resolve_device)
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
@@ -171,7 +173,7 @@ def train_policy(data: MarketData, config: TrainingConfig,
 
     rng = np.random.default_rng(config.seed)
     share = {"value": 0.0}
-    env = BatchedMarketEnv(data, lambda _: build_episode(data, rng, curriculum_stage(share["value"]), split="train"),
+    env = BatchedMarketEnv(data, lambda _: build_episode(data, rng, curriculum_stage(share["value"]), split="fit"),
                            config.ppo.n_envs, rules=config.rules, device=device)
     result = run_ppo(policy, env, config.ppo, Budget(config.ppo_steps), on_share=lambda s: share.update(value=s),
                      progress=progress, time_limit=limit)
@@ -179,11 +181,12 @@ def train_policy(data: MarketData, config: TrainingConfig,
                      "episodes": result.episodes, "cut_short": result.cut_short,
                      "final": result.curves[-1] if result.curves else {}, "final_curriculum_share": share["value"]}
     policy.cpu()
-    if config.select_on_validation and data.of_split("validation"):
-        stages["selection"] = keep_ppo_if_no_worse(policy, warm_state, trader, forecaster, data, config)
+    if config.select_stage and data.of_role("select"):
+        stages["selection"] = choose_stage(policy, warm_state, trader, forecaster, data, config)
         if config.large_hidden is not None:
+            kept = stages["selection"]["scores"][stages["selection"]["kept"]]
             policy, stages["large_warm_start"], stages["complexity_tiers"] = train_large_tier(
-                policy, forecaster, trader, data, config, device, limit)
+                policy, kept, forecaster, trader, data, config, device, limit)
     stages["cut_short_by_time_limit"] = cut_short_stages(stages)
     stages["seconds"] = time.perf_counter() - started
     return TrainResult(policy=policy.eval(), config=config, stages=stages, ppo=result, trader=trader,
@@ -196,15 +199,17 @@ def cut_short_stages(stages: dict) -> list[str]:
             if (stages.get(name) or {}).get("cut_short")]
 
 
-def train_large_tier(base: MarketPolicy, forecaster: Forecaster, trader: ForecastTrader, data: MarketData,
-                     config: TrainingConfig, device: torch.device, limit: TimeLimit) -> tuple[MarketPolicy, dict, dict]:
+def train_large_tier(base: MarketPolicy, base_score: dict, forecaster: Forecaster, trader: ForecastTrader,
+                     data: MarketData, config: TrainingConfig, device: torch.device, limit: TimeLimit
+                     ) -> tuple[MarketPolicy, dict, dict]:
     """The larger tier, warm-started from the same trader around the same forecaster; returns the policy to
-    keep (see training/learners/tiers.py), the larger tier's warm-start report and the comparison."""
+    keep (see training/learners/tiers.py), the larger tier's warm-start report and the comparison. The base
+    tier's figures on the select markets are the kept stage's (`base_score`), measured once."""
     large = build_policy(data.feature_names, data.mean, data.std, config.large_hidden, forecaster=forecaster)
     large.forecaster.requires_grad_(False)
     large.to(device)
     report = distill_trader(large, data, trader, config.distill, config.seed + 1, config.rules, limit, device)
-    comparison = choose_tier(measure_tier(base, config.hidden, data, config.rules),
+    comparison = choose_tier(measure_tier(base, config.hidden, data, config.rules, base_score),
                              measure_tier(large.cpu(), config.large_hidden, data, config.rules))
     return (large if comparison["kept"] == "large" else base), report, comparison
 
@@ -219,23 +224,31 @@ def stage_strategies(policy: MarketPolicy, warm_state: dict, trader: ForecastTra
             "ppo": scoring.actor_of(GreedyPolicy(copy.deepcopy(policy).cpu()).eval())}
 
 
-def keep_ppo_if_no_worse(policy: MarketPolicy, warm_state: dict, trader: ForecastTrader, forecaster: Forecaster,
-                         data: MarketData, config: TrainingConfig) -> dict:
-    """Score every stage on validation markets, report what each adds (paired by market), and set `policy`
-    back to the warm start if PPO made less there."""
+def choose_stage(policy: MarketPolicy, warm_state: dict, trader: ForecastTrader, forecaster: Forecaster,
+                 data: MarketData, config: TrainingConfig) -> dict:
+    """Score every stage on the select markets, report what each adds (paired by market) and its orders, and
+    keep the learner stage (warm start or PPO) that makes the most there among the usable ones: a stage whose
+    interval lies wholly below always-hold's zero lost money for sure and is not kept. `policy` is set to the
+    kept stage's weights (when neither is usable, the one that lost less: `usable` says so and the gate
+    refuses it). Whether the forecast trader itself did better is reported: it is not servable as a policy."""
     started = time.perf_counter()
     strategies = stage_strategies(policy, warm_state, trader, forecaster, data.feature_names)
-    per_market = {name: scoring.market_metrics(scoring.play(data, "validation", act, config.rules))
+    per_market = {name: scoring.market_metrics(scoring.play(data, "select", act, config.rules))
                   for name, act in strategies.items()}
     scores = {name: scoring.summarize(name, frame) for name, frame in per_market.items()}
     adds = {"warm_start_minus_forecast_trader": scoring.paired_difference(per_market["warm_start"],
                                                                            per_market["forecast_trader"]),
             "ppo_minus_warm_start": scoring.paired_difference(per_market["ppo"], per_market["warm_start"])}
-    kept = "ppo" if scores["ppo"]["mean_return_dollars"] >= scores["warm_start"]["mean_return_dollars"] else "warm_start"
+    learners = ("warm_start", "ppo")
+    usable = [name for name in learners if scores[name]["ci_high"] >= 0]
+    kept = max(usable or learners, key=lambda name: (scores[name]["mean_return_dollars"], name == "ppo"))
     if kept == "warm_start":
         policy.load_state_dict(warm_state)
-    return {"split": "validation", "scores": scores, "adds": adds, "kept": kept,
-            "seconds": time.perf_counter() - started}
+    best = max(STAGES, key=lambda name: scores[name]["mean_return_dollars"])
+    return {"split": "select", "markets": len(data.of_role("select")), "scores": scores, "adds": adds,
+            "orders": {name: scores[name]["orders"] for name in STAGES}, "kept": kept, "usable": bool(usable),
+            "unusable": [name for name in STAGES if scores[name]["ci_high"] < 0],
+            "best_stage_on_select": best, "seconds": time.perf_counter() - started}
 
 
 def run_training(lake: Lake, config: TrainingConfig, data: MarketData | None = None, progress=None) -> dict:

@@ -20,7 +20,8 @@ def data(built_store):
 
 def test_backtester_equals_the_simulator_for_threshold_rules(data):
     markets = sorted(data.of_split("validation") + data.of_split("test"), key=lambda m: m.ticker)[:8]
-    rules = baselines.candidate_rules(data, data.of_split("train"))
+    rules = baselines.candidate_rules(data, data.of_role("fit"))
+    certainty = data.feature_names.index(baselines.CERTAINTY_FEATURE)
     rng = np.random.default_rng(0)
     chosen = [rules[k] for k in rng.choice(len(rules), 10, replace=False)]
     traded = 0
@@ -36,18 +37,43 @@ def test_backtester_equals_the_simulator_for_threshold_rules(data):
             j = data.feature_names.index(rule.feature)
             for m in markets:
                 if m.split == split:
-                    assert baselines.backtest_signals(m, baselines.rule_signals(rule, m.features[:, j]), TradingRules()) \
-                        == simulated[m.ticker], (rule.describe(), m.ticker)
+                    signals = baselines.rule_signals(rule, m.features[:, j], m.features[:, certainty])
+                    assert baselines.backtest_signals(m, signals, TradingRules()) == simulated[m.ticker], \
+                        (rule.describe(), m.ticker)
+                    grid = baselines.backtest_rules([rule], [m], data.feature_names, TradingRules())
+                    assert grid.cents[rule] == simulated[m.ticker]
+                    assert grid.markets_traded[rule] == int(played.filter(market_ticker=m.ticker)["orders"][0] > 0)
     assert traded > 0  # the comparison covered rules that trade
 
 
-def test_best_rule_is_tuned_on_a_stratified_training_sample(data):
+def test_best_rule_is_tuned_on_fit_markets_and_chosen_on_select_markets(data):
     sample = baselines.tuning_sample(data, 12)
-    assert all(m.split == "train" for m in sample) and len(sample) <= 12
-    best, report = baselines.tune_best_rule(data, sample)
-    assert report["rules_tried"] > 1000 and best.feature in data.feature_names
-    assert report["best_cents"] == baselines.backtest(best, sample, data.feature_names, TradingRules())
-    assert report["best_cents"] >= 0  # doing nothing (an entry nobody reaches) is among the candidates
+    select = data.of_role("select")
+    assert sample and select and not {m.ticker for m in sample} & {m.ticker for m in select}
+    assert all(m.split == "train" for m in sample + select) and len(sample) <= 12
+    best, report = baselines.tune_best_rule(data, sample, select)
+    assert report["rules_tried"] > 1000 and best.feature in data.feature_names and report["chosen_on"] == "select"
+    assert best.min_distance == pytest.approx(baselines.TRADABLE_DISTANCE)
+    rules = TradingRules()
+    assert report["best_fit_cents"] == baselines.backtest(best, sample, data.feature_names, rules)
+    assert report["best_select_cents"] == baselines.backtest(best, select, data.feature_names, rules)
+    # a rule of the grid counts only if it trades on a fifth of the tuning markets
+    on_fit = baselines.backtest_rules([best], sample, data.feature_names, rules)
+    assert report["rules_qualified"] == 0 or on_fit.markets_traded[best] >= report["min_markets_traded"] >= 1
+    top = report["top_rules"]
+    assert top[0]["rule"] == best.describe() and 1 <= len(top) <= baselines.TOP_RULES
+    assert [r["select_dollars_per_market"] for r in top] == sorted((r["select_dollars_per_market"] for r in top),
+                                                                     reverse=True)
+    assert len({r["feature"] for r in top}) == len(top)   # one rule per feature
+
+
+def test_a_saved_rule_reads_back_as_it_was_and_old_rules_have_no_tradability_filter():
+    rule = baselines.ThresholdRule("ob_yes_depth_imbalance", -1, 0.5, 0.1, -np.inf, -0.1, 0.05)
+    assert baselines.ThresholdRule.from_dict(rule.as_dict()) == rule
+    saved = {k: v for k, v in rule.as_dict().items() if k != "min_distance"}
+    assert baselines.ThresholdRule.from_dict(saved).min_distance == 0.0
+    assert "from certainty" in rule.describe() and "never trades" in baselines.ThresholdRule(
+        "x", 1, np.inf, 0.0, -np.inf, 0.0).describe()
 
 
 def test_random_baseline_sends_only_orders_that_fill(data):

@@ -28,6 +28,11 @@ def test_training_runs_every_stage_and_writes_a_summary(published):
     selection = stages["selection"]
     assert selection["kept"] in ("ppo", "warm_start") and set(selection["scores"]) == {"forecast_trader", "warm_start", "ppo"}
     assert set(selection["adds"]) == {"warm_start_minus_forecast_trader", "ppo_minus_warm_start"}
+    # every choice on the select markets: training markets held out of every fit, never validation
+    assert selection["split"] == "select" and selection["markets"] >= 1
+    assert set(selection["orders"]) == {"forecast_trader", "warm_start", "ppo"}
+    assert stages["forecaster"]["held_out_markets"] == selection["markets"]
+    assert stages["complexity_tiers"]["base"]["select_orders"] >= 0
     assert (lake.candidate() / "learning_curves.png").stat().st_size > 1000
     assert summary["partitions"] and summary["device"] == "cpu"
 
@@ -42,6 +47,7 @@ def test_validation_reports_every_strategy_with_intervals(published):
     hold = next(r for r in validation["table"] if r["strategy"] == "always_hold")
     assert hold["mean_return_dollars"] == 0 and hold["orders"] == 0
     assert set(validation["comparison"]) == set(STRATEGIES[1:])
+    assert set(validation["non_inferiority"]) == {"best_rule", "forecast_trader"}
     assert set(validation["recovery"]) == {"ratio", "ci_low", "ci_high"}
     report = Path(validation["report"]).read_text()
     assert "| policy minus |" in report and "Recovery of the planted edge" in report
@@ -69,6 +75,7 @@ TRAINING_MODULES = {
     "training.learners.warm_start", "training.learners.ppo", "training.learners.policy", "training.learners.limits",
     "training.learners.tiers", "training.environment.batched_env", "training.environment.episodes",
     "training.environment.spaces", "training.data.market_data", "training.data.cache", "training.data.mapped_pages",
+    "training.data.roles",
     "training.evaluation.baselines", "training.evaluation.scoring", "training.evaluation.report",
     "training.release.publish", "training.profiles",
 }
@@ -107,7 +114,7 @@ def test_the_same_seed_gives_the_same_weights_bit_for_bit(published):
     from training.pipeline import train_policy
 
     _, data, _, _, _ = published
-    config = replace(smoke_config(), select_on_validation=False, large_hidden=None)
+    config = replace(smoke_config(), select_stage=False, large_hidden=None)
     first, second = train_policy(data, config), train_policy(data, config)
     weights = first.policy.state_dict()
     assert weights.keys() == second.policy.state_dict().keys()

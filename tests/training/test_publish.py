@@ -6,14 +6,24 @@ import pytest
 import torch
 
 
-def _validation(policy_low: float, best_rule_low: float) -> dict:
-    """A validation result whose policy CI starts at policy_low and whose paired difference to the best
-    single-feature rule starts at best_rule_low."""
+def _validation(policy_low: float, best_rule_low: float, trader_low: float | None = None) -> dict:
+    """A validation result whose policy CI starts at policy_low and whose Holm-adjusted paired differences to
+    the best single-feature rule and the forecast trader start at best_rule_low and trader_low (the same
+    unless given)."""
+    from training.release.publish import NON_INFERIORITY_MARGIN
+
     table = [{"strategy": "policy", "markets": 25, "mean_return_dollars": policy_low + 1, "ci_low": policy_low,
               "ci_high": policy_low + 2}]
-    comparison = {"best_rule": {"mean": best_rule_low + 1, "ci_low": best_rule_low, "ci_high": best_rule_low + 2},
-                  "random": {"mean": 3.0, "ci_low": 1.0, "ci_high": 5.0}}
-    return {"table": table, "comparison": comparison}
+    lows = {"best_rule": best_rule_low, "forecast_trader": best_rule_low if trader_low is None else trader_low}
+    comparison = {name: {"mean": low + 1, "ci_low": low, "ci_high": low + 2} for name, low in lows.items()}
+    comparison["random"] = {"mean": 3.0, "ci_low": 1.0, "ci_high": 5.0}
+    holding = True
+    non_inferiority = {}
+    for name, low in lows.items():
+        holding = holding and low > -NON_INFERIORITY_MARGIN
+        non_inferiority[name] = {**comparison[name], "confidence": 0.975, "margin": NON_INFERIORITY_MARGIN,
+                                 "non_inferior": holding}
+    return {"table": table, "comparison": comparison, "non_inferiority": non_inferiority}
 
 
 def test_published_artifact_loads_with_plain_torch_and_agrees_with_fp32(published):
@@ -36,21 +46,46 @@ def test_published_artifact_loads_with_plain_torch_and_agrees_with_fp32(publishe
     assert any(line.startswith("policy - best_rule") for line in comparisons)  # the gate says what it compared
 
 
-@pytest.mark.parametrize("policy_low, best_rule_low, p99, promoted, reason", [
-    (0.5, -0.5, 100, True, None),
-    (-0.1, 2.0, 100, False, "CI is not above zero"),
-    (0.5, -1.5, 100, False, "not non-inferior to best_rule"),
-    (0.5, 0.5, 5000, False, "latency"),
+@pytest.mark.parametrize("policy_low, best_rule_low, trader_low, usable, p99, promoted, reason", [
+    (0.5, -0.4, None, True, 100, True, None),
+    (-0.1, 2.0, None, True, 100, False, "CI is not above zero"),
+    (0.5, -0.6, 0.5, True, 100, False, "not non-inferior to best_rule"),
+    (0.5, 0.5, -0.6, True, 100, False, "not non-inferior to forecast_trader"),
+    (0.5, 0.5, None, False, 100, False, "no learner stage was usable"),
+    (0.5, 0.5, None, True, 5000, False, "latency"),
 ])
-def test_promotion_gate(policy_low, best_rule_low, p99, promoted, reason):
+def test_promotion_gate(policy_low, best_rule_low, trader_low, usable, p99, promoted, reason):
     from training.release.publish import NON_INFERIORITY_MARGIN, promotion_gate
 
-    assert NON_INFERIORITY_MARGIN == 1.0
-    validation = _validation(policy_low, best_rule_low)
-    decision = promotion_gate(validation["table"], validation["comparison"], {"p99_us": p99}, 1000.0)
+    assert NON_INFERIORITY_MARGIN == 0.5
+    validation = _validation(policy_low, best_rule_low, trader_low)
+    selection = {"kept": "ppo", "markets": 50, "usable": usable, "unusable": [] if usable else ["warm_start", "ppo"]}
+    decision = promotion_gate(validation, {"p99_us": p99}, 1000.0, selection)
     assert decision.promote is promoted
     assert promoted or any(reason in r for r in decision.reasons), decision.reasons
-    assert len(decision.comparisons) == 4  # the policy, both comparisons and the latency, whatever the outcome
+    # the stage, the policy, three comparisons, two non-inferiority verdicts and the latency, whatever the outcome
+    assert len(decision.comparisons) == 8 and decision.comparisons[0].startswith("published stage: ppo")
+
+
+def test_holm_non_inferiority_steps_down():
+    import numpy as np
+    import polars as pl
+
+    from training.evaluation.scoring import holm_non_inferiority
+
+    rng = np.random.default_rng(0)
+    policy = pl.DataFrame({"market_ticker": [f"M{i}" for i in range(40)], "return_dollars": rng.normal(1.0, 1.0, 40)})
+
+    def shifted(by, noise=0.3):
+        return policy.with_columns(pl.col("return_dollars") + by + pl.Series(rng.normal(0.0, noise, 40)))
+    # far below the policy: clearly non-inferior, judged first at the stricter level; then one about equal
+    result = holm_non_inferiority(policy, {"weak": shifted(-2.0), "equal": shifted(0.0)}, margin=0.5)
+    assert result["weak"]["confidence"] == pytest.approx(0.975) and result["equal"]["confidence"] == pytest.approx(0.95)
+    assert result["weak"]["non_inferior"] and result["equal"]["non_inferior"], result
+    # a baseline far above the policy fails, judged last
+    result = holm_non_inferiority(policy, {"strong": shifted(3.0), "weak": shifted(-2.0)}, margin=0.5)
+    assert result["weak"]["non_inferior"] and not result["strong"]["non_inferior"]
+    assert result["strong"]["confidence"] == pytest.approx(0.95) and result["strong"]["ci_high"] < -2
 
 
 def test_promotion_and_hot_reload(published, tmp_path):
@@ -60,7 +95,9 @@ def test_promotion_and_hot_reload(published, tmp_path):
     from training.release.runs import validation_observations
     from training.release.serving import PolicyLoadError, PolicyServer
 
-    source, data, summary, _, _ = published
+    source, data, trained, _, _ = published
+    # the gate's other conditions on the figures below only (the smoke policy's own stage choice aside)
+    summary = {**trained, "stages": {**trained["stages"], "selection": {"kept": "ppo", "markets": 2, "usable": True}}}
     lake = Lake(tmp_path)
     no_budget = float("inf")  # the latency budget is exercised above; a loaded CI machine must not decide here
     policy, _ = load_candidate(source, data)

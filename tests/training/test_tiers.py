@@ -8,8 +8,8 @@ from training.learners.tiers import BATCH_BUDGET_P99_US, SHARPE_GAIN, choose_tie
 
 
 def _tier(hidden: int, sharpe: float, p99_us: float) -> dict:
-    return {"hidden": hidden, "validation_mean_dollars": sharpe * 10, "validation_ci": [0.0, 1.0],
-            "validation_sharpe": sharpe, "batched_latency_us": {"p50_us": p99_us / 2, "p99_us": p99_us}}
+    return {"hidden": hidden, "select_mean_dollars": sharpe * 10, "select_ci": [0.0, 1.0],
+            "select_sharpe": sharpe, "batched_latency_us": {"p50_us": p99_us / 2, "p99_us": p99_us}}
 
 
 @pytest.mark.parametrize("gain, p99_us, kept", [
@@ -28,5 +28,5 @@ def test_both_tiers_are_trained_measured_and_recorded_in_the_manifest(published)
     tiers = summary["stages"]["complexity_tiers"]
     assert {tiers["base"]["hidden"], tiers["large"]["hidden"]} == {64, 128}
     for tier in ("base", "large"):
-        assert tiers[tier]["batched_latency_us"]["p99_us"] > 0 and "validation_sharpe" in tiers[tier]
+        assert tiers[tier]["batched_latency_us"]["p99_us"] > 0 and "select_sharpe" in tiers[tier]
     assert manifest["complexity_tiers"] == tiers

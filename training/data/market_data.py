@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from features.schema import MODEL_FEATURES
+from training.data.roles import ROLES, selection_tickers
 
 BOOK_COLUMNS = ["best_yes_bid_cents", "best_yes_ask_cents", "best_yes_bid_size", "best_no_bid_size"]
 # The arrays of a market and their types; the cache keeps one flat file per array.
@@ -58,9 +59,28 @@ class MarketData:
     # Every market's rows back to back, per array (the markets' arrays are views of these); None when the
     # markets were made one by one.
     arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    _selection: frozenset[str] | None = field(default=None, repr=False)
 
     def of_split(self, split: str) -> list[MarketSeries]:
+        """Markets of a split of the registry: train, validation or test."""
         return [m for m in self.markets.values() if m.split == split]
+
+    def of_role(self, role: str) -> list[MarketSeries]:
+        """Markets of a role (training/data/roles.py): fit and select divide the training split, validation and
+        test are the registry's (and "train" is fit and select together)."""
+        if role not in (*ROLES, "train"):
+            raise ValueError(f"unknown role {role!r}; choose {', '.join(ROLES)}")
+        if role not in ("fit", "select"):
+            return self.of_split(role)
+        select = self.selection()
+        return [m for m in self.of_split("train") if (m.ticker in select) == (role == "select")]
+
+    def selection(self) -> frozenset[str]:
+        """The tickers of the select role, dealt once per MarketData."""
+        if self._selection is None:
+            self._selection = selection_tickers(sorted(self.of_split("train"), key=lambda m: m.ticker),
+                                                self.feature_names)
+        return self._selection
 
 
 def market_facts(info: dict) -> dict:

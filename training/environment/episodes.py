@@ -54,15 +54,17 @@ def _live_at(market: MarketSeries, t_ms: int) -> bool:
     return market.time_ms[0] <= t_ms < market.time_ms[-1] and settled_later
 
 
-def build_episode(data: MarketData, rng: np.random.Generator, stage: CurriculumStage, split: str = "train",
+def build_episode(data: MarketData, rng: np.random.Generator, stage: CurriculumStage, split: str = "fit",
                   steps: int | None = None, tickers: set[str] | None = None) -> Episode:
-    """An episode of `split` markets (only those in `tickers` when given) for a curriculum stage."""
-    candidates = [m for m in data.of_split(split) if tickers is None or m.ticker in tickers]
+    """An episode of markets of `split`, a role of training/data/roles.py (only those in `tickers` when given),
+    for a curriculum stage."""
+    candidates = [m for m in data.of_role(split) if tickers is None or m.ticker in tickers]
     pool = [m for m in candidates if m.volatility_class in stage.classes] or candidates
     if not pool:
         raise ValueError(f"no {split} markets with events to build episodes from")
-    if split == "train":
-        assert all(m.split == "train" for m in pool), "a non-training market reached training episodes"
+    if split == "fit":
+        assert all(m.split == "train" and m.ticker not in data.selection() for m in pool), \
+            "a market that is not a fit market reached training episodes"
     n_slots = int(rng.integers(stage.slots[0], stage.slots[1] + 1))
     first = pool[int(rng.integers(len(pool)))]
     anchor_row = int(rng.integers(0, max(len(first.time_ms) - MIN_STEPS // 2, 1)))

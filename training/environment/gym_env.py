@@ -20,7 +20,7 @@ from training.environment.spaces import MAX_SLOTS, POSITION_FEATURES
 class KalshiMarketsEnv(gym.Env):
     metadata = {"render_modes": []}
 
-    def __init__(self, data: MarketData, split: str = "train", rules: TradingRules = TradingRules(),
+    def __init__(self, data: MarketData, split: str = "fit", rules: TradingRules = TradingRules(),
                  curriculum_progress: float = 1.0):
         super().__init__()
         self.data = data

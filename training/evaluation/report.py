@@ -118,7 +118,8 @@ def inline_image(path: Path, title: str) -> str:
 
 
 def stage_rows(stages: dict) -> tuple[tuple[str, ...], list[list[str]]]:
-    """What each training stage scores on validation markets, and what it adds over the one before (paired)."""
+    """What each training stage scores on the select markets, its orders, and what it adds over the one before
+    (paired)."""
     selection = stages.get("selection") or {}
     scores, adds = selection.get("scores", {}), selection.get("adds", {})
     added = {"forecast_trader": None, "warm_start": adds.get("warm_start_minus_forecast_trader"),
@@ -127,9 +128,11 @@ def stage_rows(stages: dict) -> tuple[tuple[str, ...], list[list[str]]]:
     for name in ("forecast_trader", "warm_start", "ppo"):
         if name in scores:
             row, diff = scores[name], added[name]
-            rows.append([name, _money(row["mean_return_dollars"]), f"[{_money(row['ci_low'])}, {_money(row['ci_high'])}]",
+            kept = " (kept)" if selection.get("kept") == name else ""
+            rows.append([name + kept, _money(row["mean_return_dollars"]),
+                         f"[{_money(row['ci_low'])}, {_money(row['ci_high'])}]", f"{row.get('orders', 0):,}",
                          "" if diff is None else f"{_money(diff['mean'])} [{_money(diff['ci_low'])}, {_money(diff['ci_high'])}]"])
-    return ("stage", "validation $/market", "95% CI", "adds over the previous stage (paired)"), rows
+    return ("stage", "select $/market", "95% CI", "orders", "adds over the previous stage (paired)"), rows
 
 
 def report_markdown(result: dict, plots: list[Path], stages: dict | None = None) -> str:
@@ -144,6 +147,7 @@ def report_markdown(result: dict, plots: list[Path], stages: dict | None = None)
     lines += ["", "## Recovery of the planted edge", ""] + _markdown_table(*recovery_rows(result))
     lines += ["", f"best_rule: {result['best_rule']['rule']}"]
     if stages:
-        lines += ["", "## What each training stage adds", ""] + _markdown_table(*stage_rows(stages))
+        lines += ["", "## What each training stage adds (on the select markets, held out of every fit)", ""]
+        lines += _markdown_table(*stage_rows(stages))
     lines += [""] + [inline_image(p, p.stem) for p in plots]
     return "\n".join(lines) + "\n"

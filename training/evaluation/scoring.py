@@ -37,7 +37,7 @@ def play(data: MarketData, split: str, act: ActionFn, rules: TradingRules = Trad
     """P&L per (market, window) of `act` on every market of `split` (or the given ones), with each window's
     path extremes (for drawdowns). Windows are stepped `batch` at a time, each one market in one slot (the
     environment keeps one slot of per-step arrays: about 0.5 MB a window)."""
-    chosen = [m for m in sorted(data.of_split(split), key=lambda m: m.ticker) if markets is None or m.ticker in markets]
+    chosen = [m for m in sorted(data.of_role(split), key=lambda m: m.ticker) if markets is None or m.ticker in markets]
     # Windows are cut a batch at a time: their index arrays, made all at once, would grow with the history.
     windows = (w for m in chosen for w in market_windows(m))
     rows = []
@@ -101,17 +101,18 @@ def market_metrics(windows: pl.DataFrame) -> pl.DataFrame:
         .truediv(100.0).alias("max_drawdown_dollars"))
 
 
-def bca_interval(values: np.ndarray, statistic: Callable | None = None, seed: int = 0) -> tuple[float, float, float]:
-    """(statistic, low, high): a 95% BCa bootstrap interval resampling markets; the statistic is the mean unless
-    given (a function of one resampled array). Degenerate samples (all equal, or fewer than 3) get the point
-    value as both ends: there is no spread to resample."""
+def bca_interval(values: np.ndarray, statistic: Callable | None = None, seed: int = 0,
+                 confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(statistic, low, high): a BCa bootstrap interval (95% unless told) resampling markets; the statistic is
+    the mean unless given (a function of one resampled array). Degenerate samples (all equal, or fewer than 3)
+    get the point value as both ends: there is no spread to resample."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         return 0.0, 0.0, 0.0
     point = float(np.mean(values) if statistic is None else statistic(values))
     if len(values) < 3 or np.ptp(values) == 0:
         return point, point, point
-    options = dict(n_resamples=BOOTSTRAP_SAMPLES, confidence_level=CONFIDENCE, random_state=np.random.default_rng(seed))
+    options = dict(n_resamples=BOOTSTRAP_SAMPLES, confidence_level=confidence, random_state=np.random.default_rng(seed))
     if statistic is None:
         options.update(statistic=np.mean, vectorized=True, axis=-1)
     else:
@@ -138,6 +139,37 @@ def paired_difference(candidate: pl.DataFrame, baseline: pl.DataFrame, seed: int
     a, b = _aligned(candidate, baseline)
     mean, low, high = bca_interval(a - b, seed=seed)
     return {"mean": mean, "ci_low": low, "ci_high": high}
+
+
+def holm_non_inferiority(candidate: pl.DataFrame, baselines: dict[str, pl.DataFrame], margin: float,
+                         seed: int = 0) -> dict:
+    """Is `candidate` no worse than each baseline by more than `margin` dollars a market, all at once? Holm's
+    step-down over the paired differences: the most significant comparison first (largest standardised
+    (mean + margin)), the k-th of m judged on its two-sided interval at 1 - (1 - CONFIDENCE) / (m - k), and
+    once one fails every later one fails too. Per baseline: the mean, the adjusted interval, its level and the
+    verdict."""
+    differences = {}
+    for name, frame in baselines.items():
+        a, b = _aligned(candidate, frame)
+        differences[name] = a - b
+    order = sorted(differences, key=lambda name: (-_standardised(differences[name] + margin), name))
+    results, holding = {}, True
+    for k, name in enumerate(order):
+        level = 1 - (1 - CONFIDENCE) / (len(order) - k)
+        mean, low, high = bca_interval(differences[name], seed=seed, confidence=level)
+        holding = holding and low > -margin
+        results[name] = {"mean": mean, "ci_low": low, "ci_high": high, "confidence": level, "margin": margin,
+                         "non_inferior": holding}
+    return results
+
+
+def _standardised(values: np.ndarray) -> float:
+    """The mean over its standard error (infinite for a sure positive, e.g. every value alike and above zero)."""
+    if len(values) == 0:
+        return 0.0
+    error = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+    mean = float(np.mean(values))
+    return mean / error if error > 0 else float(np.sign(mean)) * np.inf
 
 
 def capture_ratio(candidate: pl.DataFrame, reference: pl.DataFrame, seed: int = 0) -> dict:

@@ -3,12 +3,14 @@
 Strategies, all in the same simulator on the same markets (training/evaluation/scoring.py plays and scores them):
 - `policy`: the int8 TorchScript artifact (the candidate scripted as it will be published, or a published
   version's file);
-- `best_rule`: the best single-feature threshold rule, tuned on a stratified sample of training markets;
+- `best_rule`: the best single-feature threshold rule, tuned on fit markets and chosen on select markets
+  (training/evaluation/baselines.py);
 - `known_answer` and one known-answer rule per planted effect (evaluation only: training/evaluation/known_answers.py);
 - `forecast_trader`: the rule the policy was warm-started from (so the report shows what RL added or lost);
-- `imbalance_rule` (threshold tuned on training markets), `random` (fillable orders at the policy's rate),
+- `imbalance_rule` (threshold chosen on select markets), `random` (fillable orders at the policy's rate),
   `always_hold`, `buy_and_hold_yes`.
-`comparison` holds policy minus each other strategy, paired by market with BCa intervals; `recovery` the
+`comparison` holds policy minus each other strategy, paired by market with BCa intervals; `non_inferiority`
+the gate's comparisons (policy minus `GATE_BASELINES`, Holm-adjusted intervals); `recovery` the
 share of the known-answer rule's P&L the policy captures. Validation markets serve the gate; the test split
 is scored only here, for a published version or by the quality test, and never chooses anything.
 """
@@ -30,16 +32,18 @@ from training.evaluation import baselines, scoring
 from training.evaluation.baselines import ThresholdRule
 from training.evaluation.known_answers import known_answer_actor
 from training.learners.forecast_trader import ForecastTrader, trader_actor
+from training.release.publish import GATE_BASELINES, NON_INFERIORITY_MARGIN
 
 SPLITS = ("validation", "test")
+
 TUNING_MARKETS = 100
 IMBALANCE_THRESHOLDS = (0.3, 0.5, 0.7, 0.85, 0.95)
 
 
 @dataclass
 class Baselines:
-    """What is tuned on training markets before scoring: the best single-feature rule and the imbalance
-    rule's threshold."""
+    """What is tuned on fit markets and chosen on select markets before scoring: the best single-feature rule
+    and the imbalance rule's threshold."""
 
     best_rule: ThresholdRule
     best_rule_tuning: dict
@@ -57,28 +61,30 @@ class Baselines:
 
 def tune_baselines(data: MarketData, rules: TradingRules = TradingRules(), markets: int = TUNING_MARKETS,
                    seed: int = 0) -> Baselines:
-    """Tune the best single-feature rule and the imbalance threshold on a stratified training sample."""
+    """The best single-feature rule (tuned on a stratified sample of fit markets, chosen on the select markets)
+    and the imbalance threshold (chosen on the select markets; on the sample where there are none)."""
     started = time.perf_counter()
     sample = baselines.tuning_sample(data, markets, seed)
-    best, tuning = baselines.tune_best_rule(data, sample, rules)
+    select = sorted(data.of_role("select"), key=lambda m: m.ticker)
+    best, tuning = baselines.tune_best_rule(data, sample, select, rules)
     index = data.feature_names.index("ob_yes_depth_imbalance")
-    certainty = data.feature_names.index("ob_distance_from_certainty")
+    certainty = data.feature_names.index(baselines.CERTAINTY_FEATURE)
     scores = {}
     for threshold in IMBALANCE_THRESHOLDS:
         scores[threshold] = sum(baselines.backtest_signals(m, _imbalance_signals(m.features, index, certainty, threshold),
-                                                           rules) for m in sample)
-    tuning["best_per_feature_cents"] = dict(list(tuning["best_per_feature_cents"].items())[:10])
+                                                           rules) for m in select or sample)
     tuning["seconds"] = time.perf_counter() - started
     return Baselines(best, tuning, max(scores, key=lambda t: (scores[t], t)))
 
 
 def _imbalance_signals(features: np.ndarray, index: int, certainty: int, threshold: float) -> np.ndarray:
-    """The imbalance rule's signals: in when the lean passes the threshold away from 1/99, never out (it holds)."""
+    """The imbalance rule's signals: in when the lean passes the threshold away from certainty, out once it turns
+    to the other side. (The backtester adds a lot per row while an entry holds; the rule as played holds one
+    lot: the threshold is chosen on the first, the second is scored.)"""
     lean = features[:, index].astype(np.float32)
-    tradable = features[:, certainty] > np.float32(0.05)
-    never = np.zeros(len(lean), dtype=bool)
-    return np.stack([tradable & (lean > np.float32(threshold)), never, tradable & (lean < -np.float32(threshold)), never],
-                    axis=1)
+    tradable = features[:, certainty] > np.float32(baselines.TRADABLE_DISTANCE)
+    return np.stack([tradable & (lean > np.float32(threshold)), lean < 0, tradable & (lean < -np.float32(threshold)),
+                     lean > 0], axis=1)
 
 
 def strategies(data: MarketData, policy_actor, tuned: Baselines, trader: tuple[ForecastTrader, torch.nn.Module] | None,
@@ -126,8 +132,11 @@ def score(data: MarketData, split: str, policy_actor, tuned: Baselines,
     comparison = {name: scoring.paired_difference(per_market["policy"], frame, seed)
                   for name, frame in per_market.items() if name != "policy"}
     recovery = scoring.capture_ratio(per_market["policy"], per_market["known_answer"], seed)
+    gate_baselines = {name: per_market[name] for name in GATE_BASELINES if name in per_market}
+    non_inferiority = scoring.holm_non_inferiority(per_market["policy"], gate_baselines, NON_INFERIORITY_MARGIN, seed)
     return {"split": split, "best_rule": tuned.best_rule.as_dict(), "table": table, "comparison": comparison,
-            "recovery": recovery, "per_market": {name: frame.to_dicts() for name, frame in per_market.items()}}
+            "non_inferiority": non_inferiority, "recovery": recovery,
+            "per_market": {name: frame.to_dicts() for name, frame in per_market.items()}}
 
 
 def artifact_actor(module: torch.jit.ScriptModule):

@@ -61,9 +61,22 @@ class ForecastConfig:
     batch: int = 4096
     learning_rate: float = 1e-3
     max_epochs: int = 3
-    held_out_share: float = 0.1    # of training markets, whole markets
+    held_out_share: float = 0.1    # of the fit markets, whole markets, where no market selects
     checks_per_epoch: int = 8      # held-out loss checks per epoch (the best state is kept)
     max_rows: int = 4_000_000      # training rows sampled per epoch at most (memory and time)
+
+
+def early_stopping_roles(data: MarketData, config: ForecastConfig, generator: torch.Generator
+                         ) -> tuple[list[MarketSeries], list[MarketSeries]]:
+    """(fit, held out) markets: the fit and select roles; where no market selects (a universe too small to
+    hold one out), `held_out_share` of the fit markets, drawn by `generator`."""
+    fit = sorted(data.of_role("fit"), key=lambda m: m.ticker)
+    held = sorted(data.of_role("select"), key=lambda m: m.ticker)
+    if held or len(fit) < 2:
+        return fit, held
+    order = torch.randperm(len(fit), generator=generator).tolist()
+    n_held = max(1, int(round(len(fit) * config.held_out_share)))
+    return [fit[i] for i in order[n_held:]], [fit[i] for i in order[:n_held]]
 
 
 class MarketRows:
@@ -159,16 +172,12 @@ def held_out_fit(model: Forecaster, rows: MarketRows, device: torch.device | str
 
 def fit_forecaster(data: MarketData, config: ForecastConfig = ForecastConfig(), seed: int = 0,
                    time_limit: TimeLimit = NO_LIMIT, device: torch.device | str = "cpu") -> tuple[Forecaster, dict]:
-    """Fit on training markets, early-stopped on held-out whole training markets; returns the best model
-    (on CPU) and a report of the fit."""
+    """Fit on the fit markets, early-stopped on the select markets (training/data/roles.py); returns the best
+    model (on CPU) and a report of the fit."""
     started = time.perf_counter()
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
-    train = sorted(data.of_split("train"), key=lambda m: m.ticker)
-    order = torch.randperm(len(train), generator=generator).tolist()
-    n_held = max(1, int(round(len(train) * config.held_out_share))) if len(train) > 1 else 0
-    held = [train[i] for i in order[:n_held]]
-    fit = [train[i] for i in order[n_held:]] or held
+    fit, held = early_stopping_roles(data, config, generator)
     if not fit:
         raise ValueError("no training markets to fit the forecaster on")
     fit_rows, held_rows = MarketRows(fit, data.arrays), MarketRows(held, data.arrays)

@@ -1,11 +1,11 @@
-"""The generic warm start, part 2: the trader that acts on the learned forecast, tuned on training markets.
+"""The generic warm start, part 2: the trader that acts on the learned forecast, tuned on fit markets.
 
 It knows what every Kalshi taker knows and nothing about planted effects: a round trip costs the spread and
 two taker fees (core/exchange.py). It buys YES when the forecast mid move at its horizon
 beats that cost by `entry_margin`, NO when the forecast fall does, and leaves a position once the forecast
-turns against it by `exit_margin`. The horizon and margins are chosen on a stratified sample of training
-markets by the compiled backtester. The policy is warm-started by distilling this trader (training/learners/warm_start.py),
-so whatever edge it has comes from the forecaster, which learned it from data.
+turns against it by `exit_margin`. The horizon and margins are chosen on a stratified sample of fit markets
+(training/data/roles.py) by the compiled backtester. The policy is warm-started by distilling this trader
+(training/learners/warm_start.py), so whatever edge it has comes from the forecaster, which learned it from data.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def market_forecasts(forecaster: Forecaster, market: MarketSeries, chunk: int = 
 
 def tune_trader(forecaster: Forecaster, data: MarketData, markets: list[MarketSeries],
                 rules: TradingRules = TradingRules()) -> tuple[ForecastTrader, dict]:
-    """The horizon and margins that make the most on `markets` (training markets only)."""
+    """The horizon and margins that make the most on `markets` (fit markets only)."""
     columns = BookColumns(data.feature_names)
     prepared = [(m, market_forecasts(forecaster, m), m.features[:, columns.mid].astype(np.float64),
                  m.features[:, columns.spread].astype(np.float64)) for m in markets]

@@ -132,7 +132,7 @@ def distill_trader(policy: MarketPolicy, data: MarketData, trader: ForecastTrade
     device = torch.device(device)
     columns = BookColumns(data.feature_names)
     label = _labeller(policy, trader, columns)
-    train = sorted(m.ticker for m in data.of_split("train"))
+    train = sorted(m.ticker for m in data.of_role("fit"))
     rng = np.random.default_rng(seed)
     held = set(rng.choice(train, max(1, int(round(len(train) * config.held_out_share))), replace=False).tolist()) \
         if len(train) > 1 else set()

@@ -2,9 +2,9 @@
 
 The candidate is scored as it will be served: its int8 TorchScript artifact (what `publish` writes and the
 live path runs), and the forecast trader on the forecaster of its fp32 artifact. A published version is
-scored from those very files, loaded through the verified loader, against the baselines tuned on training
-markets that its manifest saved (the best single-feature rule, the imbalance threshold): evaluating a
-version on validation markets gives its published validation, figure for figure, on any machine.
+scored from those very files, loaded through the verified loader, against the baselines its manifest saved
+(the best single-feature rule and the imbalance threshold, tuned on fit and chosen on select markets):
+evaluating a version on validation markets gives its published validation, figure for figure, on any machine.
 """
 
 from __future__ import annotations
