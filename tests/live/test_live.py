@@ -19,7 +19,7 @@ from features.schema import MODEL_FEATURES
 from live.runner import run_live
 from live.sources import follow, read_recording_tables, replay
 from tests.conftest import SAGNIK, SHARED_DATA
-from tests.training.test_publish import _validation
+from tests.training.test_publish import _validation, _with_usable_stage
 from training.release.serving import PolicyServer
 
 KEY = ["market_ticker", "session_id", "sequence_number"]
@@ -35,7 +35,7 @@ def _publish_winning(source_published, lake: Lake) -> dict:
     source, data, summary, _, _ = source_published
     policy, _ = load_candidate(source, data)
     obs = validation_observations(data, max_steps=50)
-    return publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary,
+    return publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, _with_usable_stage(summary),
                    _validation(0.5, 0.5), obs, latency_budget_p99_us=NO_BUDGET)
 
 

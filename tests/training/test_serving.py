@@ -8,11 +8,11 @@ import zipfile
 import pytest
 import torch
 
+from tests.training.test_publish import _validation, _with_usable_stage
 from training.release.publish import PRODUCTION, publish, read_registry, sha256_of
 from training.release.serving import PolicyLoadError, PolicyServer
 
-WINNING = {"table": [{"strategy": "policy", "markets": 25, "mean_return_dollars": 2.0, "ci_low": 0.5, "ci_high": 3.0}],
-           "comparison": {"best_rule": {"mean": 2.0, "ci_low": 0.5, "ci_high": 3.0}}}
+WINNING = _validation(0.5, 0.5)
 NO_BUDGET = float("inf")  # latency is its own test; a loaded CI machine must not decide these
 
 
@@ -29,8 +29,8 @@ def serving(published, tmp_path):
     obs = validation_observations(data, max_steps=60)
 
     def publish_promoted() -> str:
-        manifest = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions, summary, WINNING,
-                           obs, latency_budget_p99_us=NO_BUDGET)
+        manifest = publish(lake, policy, data.feature_names, data.mean, data.std, data.partitions,
+                           _with_usable_stage(summary), WINNING, obs, latency_budget_p99_us=NO_BUDGET)
         assert read_registry(lake)["aliases"][PRODUCTION] == manifest["version"]
         return manifest["version"]
 

@@ -9,6 +9,14 @@ Demonstrations come from training episodes in two rounds (DAgger): first the tra
 distilled policy drives and the trader labels the states it reaches, so the policy also learns what to do
 in the positions its own mistakes lead to. The fit is reported on whole training markets held out from
 the demonstrations.
+
+Orders are rare (about 1% of decisions), so the fit up-weights them (`MAX_CLASS_WEIGHT`) and keeps only
+`hold_share` of the steps where nobody trades. Both shift the fitted class probabilities towards orders by
+a known factor per class, and a policy that takes the argmax of shifted probabilities trades far more than
+the trader it imitates (the nightly warm start once placed 967 orders where the trader placed 504). The loss
+is therefore taken on the logits plus the log of that factor (logit adjustment, Menon et al. 2021,
+"Long-tail learning via logit adjustment"): the weights still steer the gradient towards orders, while the
+policy's own logits estimate the trader's unshifted choices.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from core.exchange import TradingRules
 from training.data.market_data import MarketData
 from training.environment.batched_env import BatchedMarketEnv
 from training.environment.episodes import build_episode, curriculum_stage
-from training.environment.spaces import HOLD
+from training.environment.spaces import HOLD, N_ACTIONS
 from training.learners.forecast_trader import BookColumns, ForecastTrader, trader_actions
 from training.learners.limits import NO_LIMIT, TimeLimit
 from training.learners.policy import MarketPolicy
@@ -45,18 +53,33 @@ class DistillConfig:
     label_smoothing: float = 0.0  # > 0 leaves PPO alternatives to sample, at a price (see PPOConfig)
 
 
-def imitation_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                   max_weight: float = MAX_CLASS_WEIGHT, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy on the actable slots, each action class weighted by the inverse of its share (capped):
-    orders are rare, and unweighted the cheapest fit is HOLD everywhere. Label smoothing leaves the distilled
-    policy some probability on the alternatives, which PPO needs to explore from it."""
-    target = targets[mask]
-    counts = torch.bincount(target, minlength=logits.shape[-1]).float()
+def class_weights(targets: torch.Tensor, n_classes: int, max_weight: float = MAX_CLASS_WEIGHT) -> torch.Tensor:
+    """Each action class weighted by the inverse of its share among `targets` (capped), relative to HOLD's:
+    orders are rare, and unweighted the cheapest fit is HOLD everywhere."""
+    counts = torch.bincount(targets, minlength=n_classes).float()
     weights = (counts.sum() / counts.clamp(min=1.0)).clamp(max=max_weight)
+    return weights / weights[HOLD]
+
+
+def prior_adjustment(weights: torch.Tensor, kept: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """log of how much more the fit counts each class than the trader chooses it, relative to HOLD: its
+    weight times the share of its labels the demonstrations kept (`kept` of `seen`, per class)."""
+    keep_rate = kept.float() / seen.float().clamp(min=1.0)
+    keep_rate = torch.where(kept > 0, keep_rate, torch.ones_like(keep_rate))   # a class never seen: no shift
+    factor = weights * keep_rate
+    return torch.log(factor / factor[HOLD])
+
+
+def imitation_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor,
+                   adjustment: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Weighted cross-entropy on the actable slots, taken on the logits plus `adjustment` (see the module's
+    docstring), so that the logits themselves fit the trader's unweighted choices. Label smoothing leaves
+    the distilled policy some probability on the alternatives, which PPO needs to explore from it."""
+    target = targets[mask]
     # impossible actions carry -1e9 logits: smoothing must not ask for them
     possible = logits[mask] > -1e8
-    return torch.nn.functional.cross_entropy(logits[mask].masked_fill(~possible, -1e4), target,
-                                             weight=weights / weights[HOLD], label_smoothing=label_smoothing)
+    adjusted = logits[mask].masked_fill(~possible, -1e4) + adjustment
+    return torch.nn.functional.cross_entropy(adjusted, target, weight=weights, label_smoothing=label_smoothing)
 
 
 def _labeller(policy: MarketPolicy, trader: ForecastTrader, columns: BookColumns):
@@ -68,29 +91,36 @@ def _labeller(policy: MarketPolicy, trader: ForecastTrader, columns: BookColumns
 
 
 def collect(data: MarketData, tickers: set[str], label, driver, config: DistillConfig, seed: int,
-            rules: TradingRules, device: torch.device) -> tuple[torch.Tensor, ...]:
+            rules: TradingRules, device: torch.device) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """(obs, live, trader's actions, actable) on episodes of `tickers`, steps chosen as the class docstring
-    says; `driver` (None: the trader itself) picks the actions that move the environment."""
+    says, and the trader's actions per class on every actable slot met (kept or not); `driver` (None: the
+    trader itself) picks the actions that move the environment."""
     rng = np.random.default_rng(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     env = BatchedMarketEnv(data, lambda _: build_episode(data, rng, curriculum_stage(1.0), tickers=tickers),
                            config.n_envs, rules=rules, device=device)
     kept: list[tuple[torch.Tensor, ...]] = []
+    seen = torch.zeros(N_ACTIONS, dtype=torch.long, device=device)
     for _ in range(config.rollouts_per_round * config.rollout_steps):
         obs, live = env.observe()
         actable = env.actable()
         targets = torch.where(actable, label(obs, live), torch.zeros_like(env.yes))
+        seen += torch.bincount(targets[actable], minlength=N_ACTIONS)
         moves = targets if driver is None else torch.where(actable, driver(obs, live), torch.zeros_like(env.yes))
         keep = (targets != HOLD).any(-1) | (moves != HOLD).any(-1) | \
             (torch.rand(config.n_envs, generator=generator, device=device) < config.hold_share)
         kept.append((obs[keep], live[keep], targets[keep], actable[keep]))
         env.step(moves)
-    return tuple(torch.cat(column) for column in zip(*kept))
+    return tuple(torch.cat(column) for column in zip(*kept)), seen
 
 
-def _fit(policy: MarketPolicy, demonstrations, config: DistillConfig, generator: torch.Generator,
-         time_limit: TimeLimit) -> int:
+def _fit(policy: MarketPolicy, demonstrations, seen: torch.Tensor, config: DistillConfig, generator: torch.Generator,
+         time_limit: TimeLimit) -> tuple[int, torch.Tensor]:
+    """Epochs over the demonstrations; returns the epochs run and the prior adjustment the loss used."""
     obs, live, actions, actable = demonstrations
+    targets = actions[actable]
+    weights = class_weights(targets, N_ACTIONS)
+    adjustment = prior_adjustment(weights, torch.bincount(targets, minlength=N_ACTIONS), seen)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
     epochs = 0
@@ -101,12 +131,13 @@ def _fit(policy: MarketPolicy, demonstrations, config: DistillConfig, generator:
         for start in range(0, len(order), config.minibatch):
             idx = order[start:start + config.minibatch]
             logits, _ = policy(obs[idx], live[idx])
-            loss = imitation_loss(logits, actions[idx], actable[idx], label_smoothing=config.label_smoothing)
+            loss = imitation_loss(logits, actions[idx], actable[idx], weights, adjustment,
+                                  label_smoothing=config.label_smoothing)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         epochs += 1
-    return epochs
+    return epochs, adjustment
 
 
 def agreement(policy: MarketPolicy, demonstrations) -> dict:
@@ -139,19 +170,24 @@ def distill_trader(policy: MarketPolicy, data: MarketData, trader: ForecastTrade
     fit = set(train) - held or set(train)
     generator = torch.Generator().manual_seed(seed)
     demonstrations: list[tuple[torch.Tensor, ...]] = []
+    seen = torch.zeros(N_ACTIONS, dtype=torch.long, device=device)
     rounds = 0
+    adjustment = torch.zeros(N_ACTIONS)
     for round_index in range(config.rounds):
         if time_limit.passed() and rounds > 0:
             break
         driver = None if round_index == 0 else _greedy(policy)
-        demonstrations.append(collect(data, fit, label, driver, config, seed + round_index, rules, device))
+        collected, seen_now = collect(data, fit, label, driver, config, seed + round_index, rules, device)
+        demonstrations.append(collected)
+        seen += seen_now
         merged = tuple(torch.cat(column) for column in zip(*demonstrations))
-        _fit(policy, merged, config, generator, time_limit)
+        _, adjustment = _fit(policy, merged, seen, config, generator, time_limit)
         rounds += 1
     sample = replace(config, rollouts_per_round=max(config.rollouts_per_round // 4, 1))
-    held_out = collect(data, held, label, _greedy(policy), sample, seed + 1000, rules, device) if held else None
+    held_out = collect(data, held, label, _greedy(policy), sample, seed + 1000, rules, device)[0] if held else None
     return {"rounds": rounds, "cut_short": time_limit.passed(), "seconds": time.perf_counter() - started, "fit_markets": len(fit),
             "held_out_markets": len(held), "demonstration_steps": int(sum(len(d[0]) for d in demonstrations)),
+            "prior_adjustment": [round(float(a), 4) for a in adjustment.cpu()],
             "held_out": agreement(policy, held_out) if held_out is not None else None, "trader": trader.as_dict()}
 
 
