@@ -121,7 +121,7 @@ class ThresholdRule:
         if np.isfinite(self.no_enter):
             parts.append(f"NO while {self._x()} <= {self.no_enter:.4g} (out above {self.no_exit:.4g})")
         if parts and self.min_distance > 0:
-            parts.append(f"entries only {self.min_distance:.2f} or more from certainty")
+            parts.append(f"entries only more than {self.min_distance:.2f} from certainty")
         return "; ".join(parts) or "never trades"
 
     def _x(self) -> str:

@@ -13,10 +13,12 @@ the demonstrations.
 Orders are rare (about 1% of decisions), so the fit up-weights them (`MAX_CLASS_WEIGHT`) and keeps only
 `hold_share` of the steps where nobody trades. Both shift the fitted class probabilities towards orders by
 a known factor per class, and a policy that takes the argmax of shifted probabilities trades far more than
-the trader it imitates (the nightly warm start once placed 967 orders where the trader placed 504). The loss
-is therefore taken on the logits plus the log of that factor (logit adjustment, Menon et al. 2021,
-"Long-tail learning via logit adjustment"): the weights still steer the gradient towards orders, while the
-policy's own logits estimate the trader's unshifted choices.
+the trader it imitates (the nightly warm start once placed 967 orders where the trader placed 504).
+`DistillConfig.adjust_priors` takes the loss on the logits plus the log of that factor instead (logit
+adjustment, Menon et al. 2021, "Long-tail learning via logit adjustment"): the weights still steer the
+gradient towards orders, while the policy's own logits estimate the trader's unshifted choices. It is off by
+default: with it, the quality seed's policy no longer beat the fair best rule with an interval above zero
+(issue 24's note), and whether it pays is for the replication over seeds to say, not that seed.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class DistillConfig:
     learning_rate: float = 1e-3
     held_out_share: float = 0.1   # of training markets, whole markets
     label_smoothing: float = 0.0  # > 0 leaves PPO alternatives to sample, at a price (see PPOConfig)
+    adjust_priors: bool = False   # the loss on logits shifted by the weighting's log factor (module docstring)
 
 
 def class_weights(targets: torch.Tensor, n_classes: int, max_weight: float = MAX_CLASS_WEIGHT) -> torch.Tensor:
@@ -70,16 +73,20 @@ def prior_adjustment(weights: torch.Tensor, kept: torch.Tensor, seen: torch.Tens
     return torch.log(factor / factor[HOLD])
 
 
-def imitation_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor,
-                   adjustment: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Weighted cross-entropy on the actable slots, taken on the logits plus `adjustment` (see the module's
-    docstring), so that the logits themselves fit the trader's unweighted choices. Label smoothing leaves
-    the distilled policy some probability on the alternatives, which PPO needs to explore from it."""
+def imitation_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None,
+                   adjustment: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Weighted cross-entropy on the actable slots (`weights`, else the minibatch's own `class_weights`),
+    taken on the logits plus `adjustment` when given (see the module's docstring), so that the logits
+    themselves fit the trader's unweighted choices. Label smoothing leaves the distilled policy some
+    probability on the alternatives, which PPO needs to explore from it."""
     target = targets[mask]
+    weights = class_weights(target, logits.shape[-1]) if weights is None else weights
     # impossible actions carry -1e9 logits: smoothing must not ask for them
     possible = logits[mask] > -1e8
-    adjusted = logits[mask].masked_fill(~possible, -1e4) + adjustment
-    return torch.nn.functional.cross_entropy(adjusted, target, weight=weights, label_smoothing=label_smoothing)
+    fitted = logits[mask].masked_fill(~possible, -1e4)
+    if adjustment is not None:
+        fitted = fitted + adjustment
+    return torch.nn.functional.cross_entropy(fitted, target, weight=weights, label_smoothing=label_smoothing)
 
 
 def _labeller(policy: MarketPolicy, trader: ForecastTrader, columns: BookColumns):
@@ -116,11 +123,15 @@ def collect(data: MarketData, tickers: set[str], label, driver, config: DistillC
 
 def _fit(policy: MarketPolicy, demonstrations, seen: torch.Tensor, config: DistillConfig, generator: torch.Generator,
          time_limit: TimeLimit) -> tuple[int, torch.Tensor]:
-    """Epochs over the demonstrations; returns the epochs run and the prior adjustment the loss used."""
+    """Epochs over the demonstrations; returns the epochs run and the prior adjustment the loss used (zero
+    unless `config.adjust_priors`: then the class weights are those of all the demonstrations, else each
+    minibatch's own)."""
     obs, live, actions, actable = demonstrations
-    targets = actions[actable]
-    weights = class_weights(targets, N_ACTIONS)
-    adjustment = prior_adjustment(weights, torch.bincount(targets, minlength=N_ACTIONS), seen)
+    weights = adjustment = None
+    if config.adjust_priors:
+        targets = actions[actable]
+        weights = class_weights(targets, N_ACTIONS)
+        adjustment = prior_adjustment(weights, torch.bincount(targets, minlength=N_ACTIONS), seen)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
     epochs = 0
@@ -137,7 +148,7 @@ def _fit(policy: MarketPolicy, demonstrations, seen: torch.Tensor, config: Disti
             loss.backward()
             optimizer.step()
         epochs += 1
-    return epochs, adjustment
+    return epochs, torch.zeros(N_ACTIONS) if adjustment is None else adjustment
 
 
 def agreement(policy: MarketPolicy, demonstrations) -> dict:
