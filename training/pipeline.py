@@ -240,14 +240,15 @@ def choose_stage(policy: MarketPolicy, warm_state: dict, trader: ForecastTrader,
                                                                            per_market["forecast_trader"]),
             "ppo_minus_warm_start": scoring.paired_difference(per_market["ppo"], per_market["warm_start"])}
     learners = ("warm_start", "ppo")
-    usable = [name for name in learners if scores[name]["ci_high"] >= 0]
+    unusable = [name for name in STAGES if scores[name]["ci_high"] < 0]
+    usable = [name for name in learners if name not in unusable]
     kept = max(usable or learners, key=lambda name: (scores[name]["mean_return_dollars"], name == "ppo"))
     if kept == "warm_start":
         policy.load_state_dict(warm_state)
     best = max(STAGES, key=lambda name: scores[name]["mean_return_dollars"])
     return {"split": "select", "markets": len(data.of_role("select")), "scores": scores, "adds": adds,
             "orders": {name: scores[name]["orders"] for name in STAGES}, "kept": kept, "usable": bool(usable),
-            "unusable": [name for name in STAGES if scores[name]["ci_high"] < 0],
+            "unusable": unusable,
             "best_stage_on_select": best, "seconds": time.perf_counter() - started}
 
 

@@ -69,7 +69,7 @@ class MarketData:
         """Markets of a role (training/data/roles.py): fit and select divide the training split, validation and
         test are the registry's (and "train" is fit and select together)."""
         if role not in (*ROLES, "train"):
-            raise ValueError(f"unknown role {role!r}; choose {', '.join(ROLES)}")
+            raise ValueError(f"unknown role {role!r}; choose {', '.join(ROLES)} (or train: fit and select)")
         if role not in ("fit", "select"):
             return self.of_split(role)
         select = self.selection()
