@@ -85,7 +85,9 @@ def print_policy_summary(target: Console, lake: Lake | None = None) -> None:
     if rows:
         target.print(_rich_table("what each training stage adds (select markets, paired)", header, rows))
     tiers = training.get("stages", {}).get("complexity_tiers")
-    if tiers:
+    if tiers and "skipped" in tiers:
+        target.print(f"complexity tiers skipped: {tiers['skipped']}", highlight=False, markup=False)
+    elif tiers:
         rows = [[name, str(tiers[name]["hidden"]), f"{tiers[name]['select_mean_dollars']:+.2f}",
                  f"{tiers[name]['select_sharpe']:.3f}", f"{tiers[name]['batched_latency_us']['p99_us']:.0f}"]
                 for name in ("base", "large")]

@@ -44,13 +44,14 @@ from training.evaluation import scoring
 from training.evaluation.baselines import tuning_sample
 from training.evaluation.report import save_learning_curves
 from training.learners.forecast import ForecastConfig, Forecaster, fit_forecaster
-from training.learners.forecast_trader import ForecastTrader, trader_actor, tune_trader
+from training.learners.forecast_trader import ForecastTrader, TraderPolicy, trader_actor, trader_policy, tune_trader
 from training.learners.limits import TimeLimit
 from training.learners.policy import GreedyPolicy, MarketPolicy, build_policy
 from training.learners.ppo import Budget, PPOConfig, PPOResult, run_ppo
 from training.learners.tiers import choose_tier, measure_tier
 from training.learners.warm_start import DistillConfig, distill_trader
 from training.profiles import PROFILE_NAMES
+from training.release.publish import published_stage
 
 STAGES = ("forecast_trader", "warm_start", "ppo")
 
@@ -182,8 +183,11 @@ def train_policy(data: MarketData, config: TrainingConfig,
                      "final": result.curves[-1] if result.curves else {}, "final_curriculum_share": share["value"]}
     policy.cpu()
     if config.select_stage and data.of_role("select"):
-        stages["selection"] = choose_stage(policy, warm_state, trader, forecaster, data, config)
-        if config.large_hidden is not None:
+        stages["selection"] = choose_stage(policy, warm_state, trader, forecaster, data, config, stages["warm_start"])
+        if config.large_hidden is not None and stages["selection"]["kept"] == "forecast_trader":
+            stages["complexity_tiers"] = {"kept": "base", "skipped": "the forecast trader was kept: the tiers are "
+                                                                      "sizes of the policy network, which is not published"}
+        elif config.large_hidden is not None:
             kept = stages["selection"]["scores"][stages["selection"]["kept"]]
             policy, stages["large_warm_start"], stages["complexity_tiers"] = train_large_tier(
                 policy, kept, forecaster, trader, data, config, device, limit)
@@ -224,13 +228,20 @@ def stage_strategies(policy: MarketPolicy, warm_state: dict, trader: ForecastTra
             "ppo": scoring.actor_of(GreedyPolicy(copy.deepcopy(policy).cpu()).eval())}
 
 
+# A warm start is a faithful copy of the trader or nothing: below this share of the trader's actions on held-out
+# episodes it is not kept (issue 24).
+MIN_WARM_START_AGREEMENT = 0.95
+
+
 def choose_stage(policy: MarketPolicy, warm_state: dict, trader: ForecastTrader, forecaster: Forecaster,
-                 data: MarketData, config: TrainingConfig) -> dict:
+                 data: MarketData, config: TrainingConfig, warm_report: dict | None = None) -> dict:
     """Score every stage on the select markets, report what each adds (paired by market) and its orders, and
-    keep the learner stage (warm start or PPO) that makes the most there among the usable ones: a stage whose
-    interval lies wholly below always-hold's zero lost money for sure and is not kept. `policy` is set to the
-    kept stage's weights (when neither is usable, the one that lost less: `usable` says so and the gate
-    refuses it). Whether the forecast trader itself did better is reported: it is not servable as a policy."""
+    keep the stage that makes the most there among the usable ones: a stage whose interval lies wholly below
+    always-hold's zero lost money for sure, and a warm start that shares fewer than MIN_WARM_START_AGREEMENT of
+    the trader's actions on held-out episodes (`warm_report`, distill_trader's) is not a copy of it; neither is
+    kept. `policy` is set to the kept learner's weights (the warm start's when it is kept; PPO's otherwise,
+    also when the trader is kept: it is published around the same forecaster). When no stage is usable the one
+    that lost least is named, `usable` says so and the gate refuses it."""
     started = time.perf_counter()
     strategies = stage_strategies(policy, warm_state, trader, forecaster, data.feature_names)
     per_market = {name: scoring.market_metrics(scoring.play(data, "select", act, config.rules))
@@ -238,18 +249,30 @@ def choose_stage(policy: MarketPolicy, warm_state: dict, trader: ForecastTrader,
     scores = {name: scoring.summarize(name, frame) for name, frame in per_market.items()}
     adds = {"warm_start_minus_forecast_trader": scoring.paired_difference(per_market["warm_start"],
                                                                            per_market["forecast_trader"]),
-            "ppo_minus_warm_start": scoring.paired_difference(per_market["ppo"], per_market["warm_start"])}
-    learners = ("warm_start", "ppo")
-    unusable = [name for name in STAGES if scores[name]["ci_high"] < 0]
-    usable = [name for name in learners if name not in unusable]
-    kept = max(usable or learners, key=lambda name: (scores[name]["mean_return_dollars"], name == "ppo"))
+            "ppo_minus_warm_start": scoring.paired_difference(per_market["ppo"], per_market["warm_start"]),
+            "ppo_minus_forecast_trader": scoring.paired_difference(per_market["ppo"], per_market["forecast_trader"])}
+    agreement = ((warm_report or {}).get("held_out") or {}).get("action_agreement")
+    kept, reasons = keep_stage(scores, agreement)
     if kept == "warm_start":
         policy.load_state_dict(warm_state)
-    best = max(STAGES, key=lambda name: scores[name]["mean_return_dollars"])
     return {"split": "select", "markets": len(data.of_role("select")), "scores": scores, "adds": adds,
-            "orders": {name: scores[name]["orders"] for name in STAGES}, "kept": kept, "usable": bool(usable),
-            "unusable": unusable,
-            "best_stage_on_select": best, "seconds": time.perf_counter() - started}
+            "orders": {name: scores[name]["orders"] for name in STAGES}, "kept": kept,
+            "usable": len(reasons) < len(STAGES),
+            "unusable": sorted(reasons), "why_unusable": reasons, "warm_start_action_agreement": agreement,
+            "best_stage_on_select": max(STAGES, key=lambda name: scores[name]["mean_return_dollars"]),
+            "seconds": time.perf_counter() - started}
+
+
+def keep_stage(scores: dict, warm_start_agreement: float | None) -> tuple[str, dict[str, str]]:
+    """The stage to publish from each stage's select-market row (scoring.summarize's), and why each stage that
+    cannot be kept is not usable (see choose_stage). With none usable, the one that lost least is named."""
+    reasons = {name: "its 95% CI on the select markets lies below zero" for name in STAGES if scores[name]["ci_high"] < 0}
+    if warm_start_agreement is not None and warm_start_agreement < MIN_WARM_START_AGREEMENT:
+        reasons.setdefault("warm_start", f"it shares {warm_start_agreement:.1%} of the trader's held-out actions "
+                                         f"(< {MIN_WARM_START_AGREEMENT:.0%})")
+    usable = [name for name in STAGES if name not in reasons]
+    # Ties (stages that never trade) go to the simplest stage: the trader, then the warm start.
+    return max(usable or STAGES, key=lambda name: (scores[name]["mean_return_dollars"], -STAGES.index(name))), reasons
 
 
 def run_training(lake: Lake, config: TrainingConfig, data: MarketData | None = None, progress=None) -> dict:
@@ -272,15 +295,19 @@ def run_training(lake: Lake, config: TrainingConfig, data: MarketData | None = N
     return summary
 
 
-def load_candidate(lake: Lake, data: MarketData) -> tuple[MarketPolicy, ForecastTrader]:
-    """The candidate policy and the forecast trader it was warm-started from."""
+def load_candidate(lake: Lake, data: MarketData) -> tuple[MarketPolicy | TraderPolicy, ForecastTrader]:
+    """The candidate's published stage (the policy network, or the forecast trader around its forecaster when
+    the stage choice kept the trader) and the forecast trader."""
     training = lake.read_json(lake.candidate() / "training.json")
     config = training["config"]
     tiers = training["stages"].get("complexity_tiers") or {}
     hidden = config["large_hidden"] if tiers.get("kept") == "large" else config["hidden"]
     policy = build_policy(data.feature_names, data.mean, data.std, hidden, forecast_hidden=config["forecast"]["hidden"])
     policy.load_state_dict(torch.load(io.BytesIO(lake.read_bytes(lake.candidate() / "policy_state.pt"))))
-    return policy.eval(), ForecastTrader.from_dict(training["trader"])
+    trader = ForecastTrader.from_dict(training["trader"])
+    if published_stage(training) == "forecast_trader":
+        return trader_policy(trader, policy.forecaster, data.feature_names), trader
+    return policy.eval(), trader
 
 
 def quick_config(ppo_steps: int, **overrides) -> TrainingConfig:

@@ -32,6 +32,7 @@ class TrainingRunConfig(dg.Config):
 def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig, lake: LakeResource):
     from training.evaluation.report import inline_image
     from training.pipeline import config_from_settings, run_training
+    from training.release.publish import published_stage
 
     def log_progress(iteration, curve):
         if iteration % 10 == 0:
@@ -47,7 +48,7 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
         "train_markets": summary["train_markets"],
         "forecaster_held_out_r2": dg.MetadataValue.json(stages["forecaster"]["held_out"]["r2"]),
         "forecast_trader": summary["trader"]["rule"],
-        "kept": (stages.get("selection") or {}).get("kept", "ppo"),
+        "kept": published_stage(summary),
         "cut_short_by_time_limit": dg.MetadataValue.json(stages["cut_short_by_time_limit"]),
         "learning_curves": dg.MetadataValue.md(inline_image(Path(summary["learning_curves"]), "learning curves")),
     })

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 
@@ -198,19 +199,21 @@ def test_follow_picks_up_new_rows_and_exits_cleanly_on_sigterm(small_universe, f
         conn.execute(copy("markets", "true"))
         conn.execute(copy("snapshots", "true"))
         conn.execute(copy("deltas", "id <= 2000"))
-    env = {**os.environ, "KFS_PG_DSN": small_universe["dsn"], "KFS_LAKE": str(lake.root),
+    env = {**os.environ, "KFS_PG_DSN": small_universe["dsn"], "KFS_LAKE": str(lake.root), "PYTHONUNBUFFERED": "1",
            **{f"KFS_TABLE_{name.upper()}": getattr(tables, name) for name in ("snapshots", "deltas", "trades", "markets")}}
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "kfs.cli", "live", "--follow", "--out", str(out), "--poll", "0.05",
                                 "--no-latency-check"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        time.sleep(8)
+        started = _await_line(process, "live:", timeout_s=180)   # the model is loaded and the first poll is next
+        time.sleep(3)
         with psycopg.connect(small_universe["dsn"]) as conn:
             conn.execute(copy("deltas", "id > 2000 AND id <= 4000"))
-        time.sleep(4)
+        time.sleep(8)
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
+    output = started + output
     assert process.returncode == 0, output
     features = pl.read_parquet(out / "features.parquet")
     with psycopg.connect(small_universe["dsn"]) as conn:
@@ -218,6 +221,24 @@ def test_follow_picks_up_new_rows_and_exits_cleanly_on_sigterm(small_universe, f
                         for t in ("snapshots", "deltas"))
     assert features.height == book_rows > 2000
     assert "stopped" in output
+
+
+def _await_line(process: subprocess.Popen, marker: str, timeout_s: float) -> str:
+    """The process's output up to and including its first line containing `marker` (a start on a loaded
+    machine takes seconds of imports and model loading, so fixed sleeps alone race it)."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(_lines_until(process.stdout, marker)), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    assert not reader.is_alive(), f"no {marker!r} line within {timeout_s:.0f} s: {''.join(lines)}"
+    return "".join(lines)
+
+
+def _lines_until(stream, marker: str):
+    for line in stream:
+        yield line
+        if marker in line:
+            return
 
 
 @needs_real_data

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from training.evaluation.validation import SPLITS
-from training.pipeline import smoke_config
+from training.pipeline import STAGES, smoke_config
 
 STRATEGIES = ["policy", "best_rule", "known_answer", "known_answer_depth_lean", "known_answer_taker_run",
               "known_answer_quiet_queue", "forecast_trader", "imbalance_rule", "random", "always_hold",
@@ -26,13 +26,17 @@ def test_training_runs_every_stage_and_writes_a_summary(published):
     assert summary["steps"] == smoke_config().ppo_steps and summary["steps_per_second"] > 0
     assert stages["cut_short_by_time_limit"] == []
     selection = stages["selection"]
-    assert selection["kept"] in ("ppo", "warm_start") and set(selection["scores"]) == {"forecast_trader", "warm_start", "ppo"}
-    assert set(selection["adds"]) == {"warm_start_minus_forecast_trader", "ppo_minus_warm_start"}
+    assert selection["kept"] in STAGES and set(selection["scores"]) == set(STAGES)
+    assert set(selection["adds"]) == {"warm_start_minus_forecast_trader", "ppo_minus_warm_start",
+                                      "ppo_minus_forecast_trader"}
     # every choice on the select markets: training markets held out of every fit, never validation
     assert selection["split"] == "select" and selection["markets"] >= 1
     assert set(selection["orders"]) == {"forecast_trader", "warm_start", "ppo"}
     assert stages["forecaster"]["held_out_markets"] == selection["markets"]
-    assert stages["complexity_tiers"]["base"]["select_orders"] >= 0
+    if selection["kept"] == "forecast_trader":   # the tiers are sizes of the policy network, not published then
+        assert "skipped" in stages["complexity_tiers"] and "large_warm_start" not in stages
+    else:
+        assert stages["complexity_tiers"]["base"]["select_orders"] >= 0
     assert (lake.candidate() / "learning_curves.png").stat().st_size > 1000
     assert summary["partitions"] and summary["device"] == "cpu"
 
@@ -124,3 +128,24 @@ def test_the_same_seed_gives_the_same_weights_bit_for_bit(published):
     assert timeless(first.ppo.curves) == timeless(second.ppo.curves)  # as text: an iteration without episodes is NaN
     other = train_policy(data, replace(config, seed=config.seed + 1)).policy.state_dict()
     assert any(not torch.equal(other[name], tensor) for name, tensor in weights.items())
+
+
+def _stage_row(mean: float, low: float, high: float) -> dict:
+    return {"mean_return_dollars": mean, "ci_low": low, "ci_high": high}
+
+
+@pytest.mark.parametrize("trader, warm, ppo, agreement, kept, unusable", [
+    ((1.0, 0.2, 2.0), (0.8, 0.1, 1.5), (0.9, 0.1, 1.7), 0.99, "forecast_trader", []),
+    ((1.0, 0.2, 2.0), (1.2, 0.1, 2.5), (0.9, 0.1, 1.7), 0.99, "warm_start", []),
+    ((1.0, 0.2, 2.0), (1.2, 0.1, 2.5), (0.9, 0.1, 1.7), 0.90, "forecast_trader", ["warm_start"]),  # not a copy
+    ((1.0, 0.2, 2.0), (0.8, 0.1, 1.5), (1.1, 0.1, 2.2), None, "ppo", []),
+    ((-2.0, -3.0, -1.0), (-1.0, -2.0, -0.5), (-0.5, -1.0, -0.1), 0.99, "ppo",
+     ["forecast_trader", "ppo", "warm_start"]),                                                   # none usable
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 1.0, "forecast_trader", []),             # ties: simplest
+])
+def test_the_stage_kept_is_the_best_usable_one_on_the_select_markets(trader, warm, ppo, agreement, kept, unusable):
+    from training.pipeline import keep_stage
+
+    scores = {"forecast_trader": _stage_row(*trader), "warm_start": _stage_row(*warm), "ppo": _stage_row(*ppo)}
+    chosen, reasons = keep_stage(scores, agreement)
+    assert chosen == kept and sorted(reasons) == unusable, reasons

@@ -57,7 +57,7 @@ def test_published_artifact_loads_with_plain_torch_and_agrees_with_fp32(publishe
     (-0.1, 2.0, None, True, 100, False, "CI is not above zero"),
     (0.5, -0.6, 0.5, True, 100, False, "not non-inferior to best_rule"),
     (0.5, 0.5, -0.6, True, 100, False, "not non-inferior to forecast_trader"),
-    (0.5, 0.5, None, False, 100, False, "no learner stage was usable"),
+    (0.5, 0.5, None, False, 100, False, "no stage was usable"),
     (0.5, 0.5, None, True, 5000, False, "latency"),
 ])
 def test_promotion_gate(policy_low, best_rule_low, trader_low, usable, p99, promoted, reason):

@@ -10,17 +10,17 @@ test), the 25 test markets must show:
 - the policy's mean per-market P&L with its 95% BCa interval above zero;
 - the paired difference to `best_rule` (the fair best single-feature rule: tuned on fit markets with a
   tradability filter and a minimum of markets traded, chosen on the select markets) above zero;
+- the published stage no more than $0.50 a market below its own forecast trader (paired interval low above
+  -0.50), unless the published stage is the trader itself (then the difference is what int8 costs it, printed);
 - at least half of the known-answer rule's P&L recovered (the rule written with knowledge of the effects,
   used only here and in reports);
 and the same pipeline on the same universe at `--signal 0` (nothing planted) must not find an edge: the 95%
 interval of the policy's and of `best_rule`'s mean includes zero and the mean is below $0.50 a market.
 
-Issue 24 asks for more, and this seed does not meet it yet, so those parts are printed with their verdicts
-and not asserted (asserting them would stop every landing; the issue stays open until they hold):
-- the policy no more than $0.50 a market below its own forecast trader (paired interval low above -0.50);
-- at `--signal 0`, the policy's and `best_rule`'s 90% BCa intervals within +-$0.50 a market (an equivalence
-  test, TOST at 5% per side: a wide interval around zero fails it, where "the interval includes zero"
-  passes by low power).
+Issue 24 asks for more at `--signal 0`, and this seed does not meet it yet, so it is printed with its verdict
+and not asserted (asserting it would stop every landing; the issue stays open until it holds): the policy's
+and `best_rule`'s 90% BCa intervals within +-$0.50 a market (an equivalence test, TOST at 5% per side: a wide
+interval around zero fails it, where "the interval includes zero" passes by low power).
 Cross-market Sharpe and the share of profitable markets are printed, not asserted.
 
 The two universes are two tests, each in its own xdist group, which tests/conftest.py starts first: they run
@@ -43,16 +43,17 @@ from kfs.universe import build_universe
 from source.simulator import SimulationConfig
 from tests.conftest import temporary_env
 from training.evaluation.scoring import bca_interval
+from training.release.publish import published_stage
 
 QUALITY_SEED = 20261126  # the date it was chosen; never tuned on
 QUALITY_UNIVERSE = SimulationConfig(seed=QUALITY_SEED, start=date(2026, 5, 4))  # default size, signal and effects
 NULL_UNIVERSE = replace(QUALITY_UNIVERSE, signal=0.0)
 NULL_MEAN_MAX = 0.50
 MIN_RECOVERY = 0.5
-# Issue 24's stricter bar, printed with its verdict (see the module's docstring)
+TRADER_MARGIN = 0.50           # the policy may trail its forecast trader by less than this
+# Issue 24's null bar, printed with its verdict (see the module's docstring)
 EQUIVALENCE_MARGIN = 0.50      # dollars a market: the null's 90% intervals lie within +-this
 EQUIVALENCE_CONFIDENCE = 0.90  # two one-sided tests at 5% each
-TRADER_MARGIN = 0.50           # the policy may trail its forecast trader by less than this
 
 
 def build_store(pg_dsn: str, root: Path, schema: str, config: SimulationConfig) -> Lake:
@@ -86,7 +87,7 @@ def train_and_score(lake: Lake, strategies_needed: str) -> tuple[dict, dict]:
 @pytest.mark.xdist_group("quality_planted")
 def test_the_pipeline_finds_the_planted_edge(pg_dsn, tmp_path_factory):
     planted = build_store(pg_dsn, tmp_path_factory.mktemp("quality"), "quality_universe", QUALITY_UNIVERSE)
-    _, report = train_and_score(planted, "signal 1: every planted effect")
+    summary, report = train_and_score(planted, "signal 1: every planted effect")
     table = {row["strategy"]: row for row in report["table"]}
     policy = table["policy"]
     # every test market is scored (25 of 300; markets the recorder found already halted are in no split)
@@ -95,10 +96,13 @@ def test_the_pipeline_finds_the_planted_edge(pg_dsn, tmp_path_factory):
     assert policy["ci_low"] > 0, f"policy {policy}"
     versus_best = report["comparison"]["best_rule"]
     assert versus_best["ci_low"] > 0, f"not beyond the best single-feature rule: {versus_best}"
-    versus_trader = report["comparison"]["forecast_trader"]
-    holds = versus_trader["ci_low"] > -TRADER_MARGIN
-    print(f"issue 24 bar, policy - forecast_trader {versus_trader['mean']:+.2f} [{versus_trader['ci_low']:+.2f}, "
-          f"{versus_trader['ci_high']:+.2f}] low above -{TRADER_MARGIN:.2f}: {'holds' if holds else 'FAILS'}")
+    versus_trader, stage = report["comparison"]["forecast_trader"], published_stage(summary)
+    # When the trader itself is published, this difference is what int8 quantization costs it: printed, and
+    # the bar holds by the issue's own terms (the published policy is the trader).
+    print(f"published stage {stage}; policy (int8) - forecast_trader (fp32) {versus_trader['mean']:+.2f} "
+          f"[{versus_trader['ci_low']:+.2f}, {versus_trader['ci_high']:+.2f}]")
+    assert stage == "forecast_trader" or versus_trader["ci_low"] > -TRADER_MARGIN, \
+        f"the published {stage} trails its forecast trader: {versus_trader}"
     recovery = report["recovery"]
     assert recovery["ratio"] is not None and recovery["ratio"] >= MIN_RECOVERY, f"recovered {recovery}"
 
@@ -108,7 +112,7 @@ def test_the_pipeline_finds_the_planted_edge(pg_dsn, tmp_path_factory):
 @pytest.mark.xdist_group("quality_null")
 def test_the_pipeline_finds_nothing_where_there_is_none(pg_dsn, tmp_path_factory):
     null = build_store(pg_dsn, tmp_path_factory.mktemp("quality_null"), "quality_null", NULL_UNIVERSE)
-    _, null_report = train_and_score(null, "signal 0: a martingale")
+    _, null_report = train_and_score(null, "signal 0: nothing planted")
     null_table = {row["strategy"]: row for row in null_report["table"]}
     for name in ("policy", "best_rule"):
         returns = [row["return_dollars"] for row in null_report["per_market"][name]]

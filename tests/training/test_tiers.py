@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import io
 
+import pytest
+import torch
+
+from training.learners.forecast_trader import ForecastTrader
+from training.learners.limits import NO_LIMIT
+from training.learners.policy import build_policy
 from training.learners.tiers import BATCH_BUDGET_P99_US, SHARPE_GAIN, choose_tier
+from training.pipeline import smoke_config, train_large_tier
 
 
 def _tier(hidden: int, sharpe: float, p99_us: float) -> dict:
@@ -23,10 +30,34 @@ def test_the_larger_tier_is_kept_only_when_it_pays(gain, p99_us, kept):
     assert (decision["why_not_large"] == []) == (kept == "large")
 
 
-def test_both_tiers_are_trained_measured_and_recorded_in_the_manifest(published):
-    lake, _, summary, _, manifest = published
-    tiers = summary["stages"]["complexity_tiers"]
-    assert {tiers["base"]["hidden"], tiers["large"]["hidden"]} == {64, 128}
+def test_both_tiers_are_trained_measured_and_compared_from_the_runs_own_pieces(published):
+    lake, data, summary, _, _ = published
+    config = smoke_config()
+    base, trader = _base_tier(lake, data, summary)
+    kept_score = summary["stages"]["selection"]["scores"][summary["stages"]["selection"]["kept"]]
+    policy, report, tiers = train_large_tier(base, kept_score, base.forecaster, trader, data, config,
+                                             torch.device("cpu"), NO_LIMIT)
+    assert {tiers["base"]["hidden"], tiers["large"]["hidden"]} == {config.hidden, config.large_hidden}
     for tier in ("base", "large"):
         assert tiers[tier]["batched_latency_us"]["p99_us"] > 0 and "select_sharpe" in tiers[tier]
+    assert report["rounds"] and not report["cut_short"]
+    assert policy.actor.in_features == (config.large_hidden if tiers["kept"] == "large" else config.hidden)
+
+
+def test_the_manifest_records_the_tier_decision_or_why_no_tier_was_trained(published):
+    _, _, summary, _, manifest = published
+    tiers = summary["stages"]["complexity_tiers"]
     assert manifest["complexity_tiers"] == tiers
+    if summary["stages"]["selection"]["kept"] == "forecast_trader":
+        assert tiers["kept"] == "base" and "forecast trader" in tiers["skipped"]
+    else:
+        assert {tiers["base"]["hidden"], tiers["large"]["hidden"]} == {64, 128}
+
+
+def _base_tier(lake, data, summary):
+    """The run's base-tier policy (its PPO stage, with the forecaster it was trained around) and its trader."""
+    config = summary["config"]
+    base = build_policy(data.feature_names, data.mean, data.std, config["hidden"],
+                        forecast_hidden=config["forecast"]["hidden"])
+    base.load_state_dict(torch.load(io.BytesIO(lake.read_bytes(lake.candidate() / "policy_state.pt"))))
+    return base.eval(), ForecastTrader.from_dict(summary["trader"])

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
-from core.exchange import TradingRules, round_trip_cost_probability
+from core.exchange import TAKER_FEE_PER_PROBABILITY, TradingRules, round_trip_cost_probability
 from training.data.market_data import MarketData, MarketSeries
 from training.environment.spaces import BUY_NO, BUY_YES, HOLD, SELL_NO, SELL_YES
 from training.evaluation.baselines import backtest_signals
@@ -44,13 +45,17 @@ class ForecastTrader:
         return cls(saved["horizon"], saved["entry_margin"], saved["exit_margin"])
 
 
+def entry_exit_signals(move: Tensor, cost: Tensor, entry_margin: float, exit_margin: float
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(enter YES, leave YES, enter NO, leave NO) for a forecast move and a round trip's cost, elementwise on
+    NumPy arrays (the tuning backtester) or tensors (the served policy, TorchScript)."""
+    return move - cost > entry_margin, move < -exit_margin, -move - cost > entry_margin, move > exit_margin
+
+
 def trader_signals(trader: ForecastTrader, forecast, mid, spread):
-    """(enter YES, leave YES, enter NO, leave NO) for forecasts [..., H] and the book's mid and spread [...]
-    (NumPy arrays or tensors)."""
-    move = forecast[..., trader.horizon]
-    cost = round_trip_cost_probability(mid, spread)
-    return (move - cost > trader.entry_margin, move < -trader.exit_margin,
-            -move - cost > trader.entry_margin, move > trader.exit_margin)
+    """The trader's signals for forecasts [..., H] and the book's mid and spread [...] (arrays or tensors)."""
+    return entry_exit_signals(forecast[..., trader.horizon], round_trip_cost_probability(mid, spread),
+                              trader.entry_margin, trader.exit_margin)
 
 
 class BookColumns:
@@ -62,29 +67,48 @@ class BookColumns:
         self.n_features = len(feature_names)
 
 
-def trader_actions(trader: ForecastTrader, forecast: torch.Tensor, obs: torch.Tensor, live: torch.Tensor,
-                   columns: BookColumns) -> torch.Tensor:
-    """[B, S] actions for observations [B, S, F + P] and their forecasts [B, S, H]. Holdings come from the
-    position columns, so the trader can label stored observations as well as drive an environment."""
-    enter_yes, leave_yes, enter_no, leave_no = trader_signals(
-        trader, forecast, obs[..., columns.mid], obs[..., columns.spread])
-    yes, no = obs[..., columns.n_features], obs[..., columns.n_features + 1]  # contracts / position limit
-    actions = torch.full(live.shape, HOLD, dtype=torch.long, device=obs.device)
-    actions = torch.where(enter_yes & (no == 0) & (yes < 1.0), BUY_YES, actions)
-    actions = torch.where(enter_no & (yes == 0) & (no < 1.0), BUY_NO, actions)
-    actions = torch.where(leave_yes & (yes > 0), SELL_YES, actions)
-    actions = torch.where(leave_no & (no > 0), SELL_NO, actions)
-    return torch.where(live, actions, torch.zeros_like(actions))
+class TraderPolicy(nn.Module):
+    """The forecast trader as a servable policy, like GreedyPolicy: (obs [B, S, F + P], live [B, S]) -> one
+    action per slot (HOLD on slots that are not live), TorchScript-able; dynamic int8 quantization reaches the
+    forecaster's Linear layers. Holdings come from the position columns, so it labels stored observations
+    (the warm start's demonstrations) as well as it drives an environment or a live market."""
+
+    def __init__(self, trader: ForecastTrader, forecaster: Forecaster, columns: BookColumns):
+        super().__init__()
+        self.forecaster = forecaster
+        self.horizon = trader.horizon
+        self.entry_margin = float(trader.entry_margin)
+        self.exit_margin = float(trader.exit_margin)
+        self.mid_index, self.spread_index, self.n_features = columns.mid, columns.spread, columns.n_features
+        # attributes, so TorchScript sees constants, not globals
+        self.fee_rate = TAKER_FEE_PER_PROBABILITY
+        self.hold, self.buy_yes, self.sell_yes, self.buy_no, self.sell_no = HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO
+
+    def forward(self, obs: Tensor, live: Tensor) -> Tensor:
+        move = self.forecaster(obs[..., :self.n_features])[..., self.horizon]
+        mid, spread = obs[..., self.mid_index], obs[..., self.spread_index]
+        cost = spread + 2 * (self.fee_rate * mid * (1 - mid))   # = exchange.round_trip_cost_probability
+        enter_yes, leave_yes, enter_no, leave_no = entry_exit_signals(move, cost, self.entry_margin, self.exit_margin)
+        yes, no = obs[..., self.n_features], obs[..., self.n_features + 1]  # contracts / position limit
+        actions = torch.full(live.shape, self.hold, dtype=torch.long, device=obs.device)
+        actions = torch.where(enter_yes & (no == 0) & (yes < 1.0), self.buy_yes, actions)
+        actions = torch.where(enter_no & (yes == 0) & (no < 1.0), self.buy_no, actions)
+        actions = torch.where(leave_yes & (yes > 0), self.sell_yes, actions)
+        actions = torch.where(leave_no & (no > 0), self.sell_no, actions)
+        return torch.where(live, actions, torch.zeros_like(actions))
+
+
+def trader_policy(trader: ForecastTrader, forecaster: Forecaster, feature_names: list[str]) -> TraderPolicy:
+    return TraderPolicy(trader, forecaster, BookColumns(feature_names)).eval()
 
 
 def trader_actor(trader: ForecastTrader, forecaster: Forecaster, feature_names: list[str]):
     """The trader as a strategy (the evaluation's signature)."""
-    columns = BookColumns(feature_names)
+    policy = trader_policy(trader, forecaster, feature_names)
 
     def act(obs, live, env):
         with torch.no_grad():
-            forecast = forecaster(obs[..., :columns.n_features])
-        return trader_actions(trader, forecast, obs, live, columns)
+            return policy(obs, live)
     return act
 
 

@@ -34,7 +34,7 @@ from training.data.market_data import MarketData
 from training.environment.batched_env import BatchedMarketEnv
 from training.environment.episodes import build_episode, curriculum_stage
 from training.environment.spaces import HOLD, N_ACTIONS
-from training.learners.forecast_trader import BookColumns, ForecastTrader, trader_actions
+from training.learners.forecast_trader import BookColumns, ForecastTrader, TraderPolicy
 from training.learners.limits import NO_LIMIT, TimeLimit
 from training.learners.policy import MarketPolicy
 
@@ -90,10 +90,11 @@ def imitation_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tens
 
 
 def _labeller(policy: MarketPolicy, trader: ForecastTrader, columns: BookColumns):
+    labeller = TraderPolicy(trader, policy.forecaster, columns)
+
     def label(obs: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            forecast = policy.forecaster(obs[..., :columns.n_features])
-        return trader_actions(trader, forecast, obs, live, columns)
+            return labeller(obs, live)
     return label
 
 
@@ -152,14 +153,16 @@ def _fit(policy: MarketPolicy, demonstrations, seen: torch.Tensor, config: Disti
 
 
 def agreement(policy: MarketPolicy, demonstrations) -> dict:
-    """How many of the trader's orders the policy's greedy action reproduces (recall), how many of the
-    policy's orders the trader would send (precision), on the actable slots."""
+    """On the actable slots: the share of all actions the policy's greedy choice shares with the trader
+    (`action_agreement`), how many of the trader's orders it reproduces (recall) and how many of its own
+    orders the trader would send (precision)."""
     obs, live, actions, actable = demonstrations
     with torch.no_grad():
         logits, _ = policy(obs, live)
     predicted, target = logits.argmax(-1)[actable], actions[actable]
     trader_orders, policy_orders = target != HOLD, predicted != HOLD
     return {"steps": len(obs), "trader_orders": int(trader_orders.sum()), "policy_orders": int(policy_orders.sum()),
+            "action_agreement": float((predicted == target).float().mean()) if len(target) else None,
             "order_recall": float((predicted[trader_orders] == target[trader_orders]).float().mean())
             if trader_orders.any() else None,
             "order_precision": float((predicted[policy_orders] == target[policy_orders]).float().mean())

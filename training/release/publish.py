@@ -60,16 +60,27 @@ def example_inputs(n_features: int, batch: int = 1) -> tuple[torch.Tensor, torch
     return obs, live
 
 
-def script_fp32(policy: MarketPolicy) -> torch.jit.ScriptModule:
+def servable(model: nn.Module) -> nn.Module:
+    """What is exported for a published stage, (obs, live) -> one action per slot: the policy network's greedy
+    choice (warm start, PPO) or the forecast trader as it is (training/learners/forecast_trader.TraderPolicy)."""
+    return GreedyPolicy(model).eval() if isinstance(model, MarketPolicy) else model.eval()
+
+
+def script_fp32(model: nn.Module) -> torch.jit.ScriptModule:
     quiet_torch_deprecations()
-    return torch.jit.script(GreedyPolicy(policy).eval())
+    return torch.jit.script(servable(model))
 
 
-def script_int8(policy: MarketPolicy) -> torch.jit.ScriptModule:
+def script_int8(model: nn.Module) -> torch.jit.ScriptModule:
     """Dynamic int8 quantization of every Linear layer, then TorchScript."""
     quiet_torch_deprecations()
-    quantized = torch.ao.quantization.quantize_dynamic(GreedyPolicy(policy).eval(), {nn.Linear}, dtype=torch.qint8)
-    return torch.jit.script(quantized)
+    return torch.jit.script(torch.ao.quantization.quantize_dynamic(servable(model), {nn.Linear}, dtype=torch.qint8))
+
+
+def twin_forecaster(twin: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """The forecaster inside an fp32 artifact, whichever stage it serves: what the forecast trader acts on when
+    a candidate or a published version is scored."""
+    return twin.forecaster if hasattr(twin, "forecaster") else twin.policy.forecaster
 
 
 def latency_us(module: torch.jit.ScriptModule, n_features: int, calls: int = 2000, batch: int = 1) -> dict[str, float]:
@@ -108,6 +119,12 @@ def code_version() -> str:
         return "unknown"
 
 
+def published_stage(training: dict) -> str:
+    """The stage a training summary's candidate publishes (training/pipeline.py:choose_stage's choice; a run
+    without a stage choice publishes the policy network as trained: PPO)."""
+    return ((training.get("stages") or {}).get("selection") or {}).get("kept", "ppo")
+
+
 @dataclass
 class GateDecision:
     promote: bool
@@ -129,7 +146,7 @@ def promotion_gate(validation: dict, latency: dict, latency_budget_p99_us: float
         lines.append(f"published stage: {selection['kept']} (the best usable learner stage on "
                      f"{selection.get('markets', '?')} select markets)")
         if not selection.get("usable", True):
-            reasons.append(f"no learner stage was usable on the select markets (unusable: "
+            reasons.append(f"no stage was usable on the select markets (unusable: "
                            f"{', '.join(selection.get('unusable', []))})")
     lines.append(f"policy {policy['mean_return_dollars']:+.2f} $/market, 95% CI "
                  f"[{policy['ci_low']:+.2f}, {policy['ci_high']:+.2f}] on {policy['markets']} markets")
@@ -192,7 +209,7 @@ def new_version() -> str:
     return datetime.now(timezone.utc).strftime("v%Y%m%dT%H%M%S%fZ")
 
 
-def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, std, partitions: list[str],
+def publish(lake: Lake, policy: nn.Module, feature_names: list[str], mean, std, partitions: list[str],
             training: dict, validation: dict, validation_obs: tuple[torch.Tensor, torch.Tensor],
             latency_budget_p99_us: float = LATENCY_BUDGET_P99_US) -> dict:
     """Write artifacts and manifest for a new version, register it, move `production` if the gate passes."""
@@ -218,7 +235,7 @@ def publish(lake: Lake, policy: MarketPolicy, feature_names: list[str], mean, st
     return manifest
 
 
-def _write_version(folder: Path, version: str, policy: MarketPolicy, feature_names: list[str], mean, std,
+def _write_version(folder: Path, version: str, policy: nn.Module, feature_names: list[str], mean, std,
                    partitions: list[str], training: dict, validation: dict,
                    validation_obs: tuple[torch.Tensor, torch.Tensor], latency_budget_p99_us: float) -> dict:
     """The artifacts of a version in a local folder, checked and measured, then its manifest (written last)."""
@@ -234,6 +251,7 @@ def _write_version(folder: Path, version: str, policy: MarketPolicy, feature_nam
     manifest = {
         "version": version, "created_at": datetime.now(timezone.utc).isoformat(), "code_version": code_version(),
         "artifact": "policy_int8.pt", "artifact_fp32": "policy_fp32.pt", "behaviour_check": BEHAVIOUR_CHECK,
+        "stage": published_stage(training),
         # Written before the manifest; a loader refuses a file whose checksum differs.
         "sha256": {name: sha256_of(folder / name) for name in ("policy_int8.pt", "policy_fp32.pt", BEHAVIOUR_CHECK)},
         "inputs": {"obs": ["batch", MAX_SLOTS, len(feature_names) + POSITION_FEATURES], "live": ["batch", MAX_SLOTS]},

@@ -38,6 +38,7 @@ from training.release.publish import (
     read_registry,
     script_fp32,
     script_int8,
+    twin_forecaster,
 )
 from training.release.serving import PolicyLoadError, PolicyServer
 
@@ -54,7 +55,7 @@ def run_validation(lake: Lake, split: str = "validation", data: MarketData | Non
     policy, trader = load_candidate(lake, data)
     served, twin = script_int8(policy), script_fp32(policy)
     tuned = tune_baselines(data)
-    result = score(data, split, artifact_actor(served), tuned, (trader, twin.policy.forecaster), progress=progress)
+    result = score(data, split, artifact_actor(served), tuned, (trader, twin_forecaster(twin)), progress=progress)
     candidate = lake.candidate()
     with lake.local_folder(candidate, last=(f"{split}.json",)) as folder:
         training = json.loads((folder / "training.json").read_text())
@@ -129,7 +130,7 @@ def run_evaluate(lake: Lake, split: str, version: str | None = None, json_path: 
     saved = manifest.get("baselines")
     tuned = Baselines.from_dict(saved) if saved else tune_baselines(data)
     trader = ForecastTrader.from_dict(manifest["training"]["trader"])
-    result = score(data, split, artifact_actor(model), tuned, (trader, twin.policy.forecaster), progress=progress)
+    result = score(data, split, artifact_actor(model), tuned, (trader, twin_forecaster(twin)), progress=progress)
     output = json_safe({"split": split, "version": version, "best_rule": result["best_rule"], "table": result["table"],
                         "comparison": result["comparison"], "recovery": result["recovery"]})
     if json_path is not None:   # the figures only: the same for every evaluation of the version, anywhere
