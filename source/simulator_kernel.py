@@ -3,8 +3,9 @@
 The latent state is a martingale probability f(t) = Phi(X(t) / (sigma * sqrt(T - t))) with X a
 Brownian motion, so the outcome 1{X(T) > 0} is consistent with every price on the way; once the outcome
 is known (`outcome_known_ms`) it is frozen and the price stays converged to it. The visible book follows
-100 f (see `_follow`), with news jumps of JUMP_MIN..JUMP_MAX (14-22 cents). Its quotes are clamped to 2/3 ..
-97/98 cents: near certainty, and after the outcome is known, the favourite is offered below its value.
+100 f (see `_follow`), with news jumps of JUMP_MIN..JUMP_MAX (14-22 cents). Near certainty the favourite's
+side of the book empties (bid 99 and no ask, or no bid and ask 1, once the outcome is known): a quote is
+never clamped below the value it would pay, so at signal 0 no price on the book is a sure edge.
 
 Planted effects (`EFFECTS`): footprints that informed traders leave before a news jump, each seen through a
 different observable:
@@ -114,10 +115,13 @@ def _best_yes_ask(no):
 @numba.njit(cache=True)
 def _quotes_around(center, half_width, widened):
     """Best bid and ask around a mid of center + 0.5 with a spread of 2 * half_width + 1 cents, one cent wider
-    on one side while `widened` is -1 (bid) or +1 (ask): real books are 1, 2, 3+ cents wide."""
-    # a cent of room beyond a widened side keeps both quotes on the ladder
-    center = min(max(center, MIN_PRICE_CENTS + 1 + half_width), MAX_PRICE_CENTS - 2 - half_width)
-    return center - half_width - (1 if widened < 0 else 0), center + 1 + half_width + (1 if widened > 0 else 0)
+    on one side while `widened` is -1 (bid) or +1 (ask): real books are 1, 2, 3+ cents wide. A quote that
+    falls off the 1..99 ladder is absent (NO_BID, NO_ASK): near certainty nobody offers the favourite below
+    its value, so the side it would be bought from empties instead of sitting at a clamp (a clamped ask
+    below a latent of 99.5 pays the buyer a sure cent or more)."""
+    bid = center - half_width - (1 if widened < 0 else 0)
+    ask = center + 1 + half_width + (1 if widened > 0 else 0)
+    return (bid if bid >= MIN_PRICE_CENTS else NO_BID), (ask if ask <= MAX_PRICE_CENTS else NO_ASK)
 
 
 @numba.njit(cache=True)
@@ -353,7 +357,7 @@ def simulate_market(
         mids[i] = f
         if center < 0:
             center = int(math.floor(100.0 * f - 0.5 + 0.5))
-        center = _follow(center, 100.0 * f)
+        center = min(max(_follow(center, 100.0 * f), 0), MAX_PRICE_CENTS)  # a mid of 0.5 .. 99.5 cents
         if half_width == base_half_width and np.random.random() < WIDE_SPELL_START:
             half_width = base_half_width + 1  # now and then the market's usual width grows a cent on both sides
         elif half_width != base_half_width and np.random.random() < WIDE_SPELL_END:
@@ -455,17 +459,19 @@ def simulate_market(
             sweep = np.random.random() < sweep_prob
             # A level about to become the touch is re-quoted first: otherwise whatever thin order sat behind the
             # old touch shows as the touch for an event, an extreme queue imbalance nobody placed.
-            if a < at and no[100 - at] > 0:
+            ask_quoted = at < NO_ASK   # False: the NO side empties (the favourite YES is no longer offered)
+            bid_quoted = bt > NO_BID
+            if a < at and ask_quoted and no[100 - at] > 0:
                 seq += 1
                 n_d = _set_level(deltas, n_d, no, SIDE_NO, 100 - at, _level_size(0), session, ts, seq)
-            if b > bt and yes[bt] > 0:
+            if b > bt and bid_quoted and yes[bt] > 0:
                 seq += 1
                 n_d = _set_level(deltas, n_d, yes, SIDE_YES, bt, _level_size(0), session, ts, seq)
-            if a != at and no[100 - at] == 0 and at > a:
+            if a != at and ask_quoted and no[100 - at] == 0 and at > a:
                 seq += 1
                 n_d = _set_level(deltas, n_d, no, SIDE_NO, 100 - at, _level_size(0), session, ts, seq)
                 ts += np.random.randint(0, 3)
-            if b != bt and yes[bt] == 0 and bt < b:
+            if b != bt and bid_quoted and yes[bt] == 0 and bt < b:
                 seq += 1
                 n_d = _set_level(deltas, n_d, yes, SIDE_YES, bt, _level_size(0), session, ts, seq)
                 ts += np.random.randint(0, 3)
@@ -499,11 +505,11 @@ def simulate_market(
                             n_t += 1
                         n_d = _set_level(deltas, n_d, yes, SIDE_YES, p, 0, session, ts, seq)
                         ts += np.random.randint(0, 3)
-            if yes[bt] == 0:
+            if bid_quoted and yes[bt] == 0:
                 seq += 1
                 n_d = _set_level(deltas, n_d, yes, SIDE_YES, bt, _level_size(0), session, ts, seq)
                 ts += np.random.randint(0, 3)
-            if no[100 - at] == 0:
+            if ask_quoted and no[100 - at] == 0:
                 seq += 1
                 n_d = _set_level(deltas, n_d, no, SIDE_NO, 100 - at, _level_size(0), session, ts, seq)
                 ts += np.random.randint(0, 3)

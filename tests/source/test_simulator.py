@@ -103,8 +103,9 @@ def test_resolutions_agree_with_final_prices(small_universe):
     final_mid = {}
     for (_, ticker), stream in sorted(streams.items(), key=lambda kv: kv[1][-1]["timestamp_ms"]):
         state = replay_events(stream)[-1]
-        if state.best_yes_bid and state.best_yes_ask:
-            final_mid[ticker] = (state.best_yes_bid + state.best_yes_ask) / 2
+        bid, ask = state.best_yes_bid or 0, state.best_yes_ask or 100
+        if bid or ask < 100:  # near certainty the favourite's side is empty: 99 / none, or none / 1
+            final_mid[ticker] = (bid + ask) / 2
     with psycopg.connect(dsn) as conn:
         results = dict(conn.execute(sql.SQL("SELECT ticker, result FROM {} WHERE result IS NOT NULL").format(
             table_identifier(tables.markets))).fetchall())
@@ -143,6 +144,9 @@ def _imbalance_predicts_next_move(markets) -> tuple[float, int]:
             if row[4] != 2:  # only 'update' deltas leave a resting state
                 continue
             bids, no_bids = np.nonzero(yes)[0], np.nonzero(no)[0]
+            if not len(bids) or not len(no_bids):  # one side empty near certainty: no mid to move
+                resting = None
+                continue
             mid = (bids[-1] + 100 - no_bids[-1]) / 2
             if resting is not None and abs(mid - resting[1]) >= 1:
                 # whole-cent moves of both quotes; a one-sided half-cent widening that later narrows back moves
@@ -195,18 +199,22 @@ def _replayed_books(market: dict):
         yield row, yes, no, new_session
 
 
-def _mid_path(market: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(time, mid in cents) after every delta of a simulated market, replaying its snapshots and deltas."""
-    times, mids = [], []
+def _quote_path(market: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(time, best YES bid, best YES ask) in cents after every delta of a simulated market, its snapshots and
+    deltas replayed; an empty side reads 0 (no bid) or 100 (no ask)."""
+    times, bids, asks = [], [], []
     for row, yes, no, _ in _replayed_books(market):
-        bids, no_bids = np.nonzero(yes)[0], np.nonzero(no)[0]
-        if len(bids) and len(no_bids):
-            times.append(row[1])
-            mids.append((bids[-1] + 100 - no_bids[-1]) / 2)
-    return np.array(times), np.array(mids)
+        yes_bids, no_bids = np.nonzero(yes)[0], np.nonzero(no)[0]
+        times.append(row[1])
+        bids.append(yes_bids[-1] if len(yes_bids) else 0)
+        asks.append(100 - no_bids[-1] if len(no_bids) else 100)
+    return np.array(times), np.array(bids), np.array(asks)
 
 
-def test_once_the_outcome_is_known_the_price_stays_converged_to_it():
+def test_once_the_outcome_is_known_the_favourite_is_never_offered():
+    """After the outcome is known the book sits at the winner's end (a YES bid of 90 or more, or a YES ask of
+    10 or less) and the side the winner would be bought from is empty: no price on the book pays for sure
+    (with the quotes clamped to 97/98 a YES at 98 paid two cents for certain, signal or none)."""
     markets = _in_memory(SimulationConfig(markets=120, days=7, seed=3, start=SMALL_START))
     checked = 0
     for m in markets:
@@ -215,12 +223,14 @@ def test_once_the_outcome_is_known_the_price_stays_converged_to_it():
             continue
         after = m["ticks"] >= known
         assert np.all(m["latent"][after] == (0.995 if m["outcome_yes"] else 0.005)), m["plan"].ticker
-        times, mids = _mid_path(m)
-        settled = mids[times >= known + 60_000]  # a minute for the book to walk there
-        if not len(settled):
+        times, bids, asks = _quote_path(m)
+        settled = times >= known + 60_000  # a minute for the book to walk there
+        if not settled.any():
             continue
-        assert np.all(settled >= 90) if m["outcome_yes"] else np.all(settled <= 10), \
-            (m["plan"].ticker, m["outcome_yes"], settled.min(), settled.max())
+        if m["outcome_yes"]:
+            assert np.all(asks[settled] == 100) and np.all(bids[settled] >= 90), (m["plan"].ticker, asks[settled].min())
+        else:
+            assert np.all(bids[settled] == 0) and np.all(asks[settled] <= 10), (m["plan"].ticker, bids[settled].max())
         checked += 1
     assert checked >= 20
 
@@ -279,6 +289,8 @@ def test_each_effect_leaves_its_footprint_in_its_own_observable():
         run_side += int((trades[in_run, 4] == wanted[in_run]).sum())
         # quiet_queue: the first event after the quiet gap thins the touch against the lean to one contract
         for q in np.flatnonzero(np.abs(m["touch_lean"]) == 1):
+            if not 0.05 < m["latent"][q] < 0.95:
+                continue  # near certainty one side of the book is empty: there is no touch to thin
             leans += 1
             side = 1 if m["touch_lean"][q] > 0 else 0
             at_tick = m["deltas"][(m["deltas"][:, 1] >= ticks[q]) & (m["deltas"][:, 1] <= ticks[q] + 3)]

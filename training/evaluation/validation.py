@@ -27,7 +27,7 @@ import torch
 
 from core.exchange import TradingRules
 from source.simulator_defaults import EFFECTS
-from training.data.market_data import MarketData
+from training.data.market_data import MarketData, MarketSeries
 from training.evaluation import baselines, scoring
 from training.evaluation.baselines import ThresholdRule
 from training.evaluation.known_answers import known_answer_actor
@@ -64,8 +64,7 @@ def tune_baselines(data: MarketData, rules: TradingRules = TradingRules(), marke
     """The best single-feature rule (tuned on a stratified sample of fit markets, chosen on the select markets)
     and the imbalance threshold (chosen on the select markets; on the sample where there are none)."""
     started = time.perf_counter()
-    sample = baselines.tuning_sample(data, markets, seed)
-    select = sorted(data.of_role("select"), key=lambda m: m.ticker)
+    sample, select = tuning_markets(data, markets, seed)
     best, tuning = baselines.tune_best_rule(data, sample, select, rules)
     index = data.feature_names.index("ob_yes_depth_imbalance")
     certainty = data.feature_names.index(baselines.CERTAINTY_FEATURE)
@@ -75,6 +74,12 @@ def tune_baselines(data: MarketData, rules: TradingRules = TradingRules(), marke
                                                            rules) for m in select or sample)
     tuning["seconds"] = time.perf_counter() - started
     return Baselines(best, tuning, max(scores, key=lambda t: (scores[t], t)))
+
+
+def tuning_markets(data: MarketData, markets: int = TUNING_MARKETS, seed: int = 0
+                   ) -> tuple[list[MarketSeries], list[MarketSeries]]:
+    """The markets `tune_baselines` tunes on (a stratified sample of fit markets) and chooses on (select)."""
+    return baselines.tuning_sample(data, markets, seed), sorted(data.of_role("select"), key=lambda m: m.ticker)
 
 
 def _imbalance_signals(features: np.ndarray, index: int, certainty: int, threshold: float) -> np.ndarray:
