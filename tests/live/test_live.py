@@ -89,8 +89,15 @@ def test_follow_on_the_simulated_universe_matches_the_offline_store(small_univer
     decisions = pl.read_parquet(tmp_path / "out" / "decisions.parquet")
     assert report.decisions > 0 and report.versions == [manifest["version"]]
     assert decisions.filter(pl.col("action").is_not_null())["model_version"].unique().to_list() == [manifest["version"]]
-    # The universe opens every session with a snapshot, so only valid books are decided on.
-    assert decisions["refused_reason"].null_count() == decisions.height
+    # The universe opens every session with a snapshot, so the only refusals are the one-sided books (the
+    # favourite's side empties once the outcome is known), and exactly those.
+    books = decisions.join(offline.select("market_ticker", "session_id", "sequence_number",
+                                          (pl.col("yes_side_empty") | pl.col("no_side_empty")).alias("one_sided")),
+                           on=["market_ticker", "session_id", "sequence_number"], how="left")
+    assert books["one_sided"].null_count() == 0
+    expected = pl.when(pl.col("one_sided")).then(pl.lit("one-sided book")).otherwise(pl.lit(None, pl.String))
+    assert books.filter(pl.col("refused_reason").ne_missing(expected)).height == 0
+    assert 0 < books["one_sided"].sum() < books.height
 
 
 needs_real_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data/real is not beside the checkout")
