@@ -22,7 +22,13 @@ from source.simulator import SimulationConfig
 @contextmanager
 def feature_store(config: SimulationConfig, schema: str) -> Iterator[Lake]:
     """A complete feature store (raw lake, features, dbt marts, split) of `config`, removed afterwards."""
-    dsn = source_dsn()
+    with feature_store_at(source_dsn(), config, schema) as lake:
+        yield lake
+
+
+@contextmanager
+def feature_store_at(dsn: str, config: SimulationConfig, schema: str) -> Iterator[Lake]:
+    """`feature_store` on the PostgreSQL server at `dsn`."""
     root = Path(tempfile.mkdtemp(prefix=f"kfs-{schema}-"))
     try:
         lake, run = build_universe(dsn, schema, config, root)
