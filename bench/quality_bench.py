@@ -12,18 +12,20 @@ market. Reported per seed and pooled over every test market (markets of differen
   policy and `best_rule`.
 The verdict is issue 24's: the pooled policy's interval above zero and above `best_rule` (paired), and no seed
 whose published policy loses with an interval below zero (such a seed is listed, never dropped).
+The signal sweep (item 2) adds `SWEEP_SIGNALS` on the first seed: recovery (the policy's share of the
+known-answer rules' P&L, paired BCa) against signal.
 
 Each universe runs in a process of its own, two at a time; a finished one is kept under `.kfs/bench_quality/`
-(keyed by seed, signal and code version), so an interrupted run resumes where it stopped. Results go to
-`bench/results/quality.json` and `bench/results/quality.png`. Training uses CUDA where `KFS_TRAIN_DEVICE`
-says so (the device is recorded). About 12 minutes a universe on two CPU cores.
+(keyed by seed, signal and the committed code that decides the figures, `figures_version`), so an interrupted
+run resumes where it stopped. Results go to `bench/results/quality.json` and `bench/results/quality.png`.
+Training uses CUDA where `KFS_TRAIN_DEVICE` says so (the device is recorded). About 12 minutes a universe,
+two at a time, on two CPU cores: 12 universes, about 75 minutes.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import subprocess
 import sys
 import time
@@ -42,16 +44,31 @@ EQUIVALENCE_MARGIN = 0.25       # dollars a market (issue 24 item 7)
 EQUIVALENCE_CONFIDENCE = 0.90   # two one-sided tests at 5% each
 DESIGN_SHARPE = 0.5
 DESIGN_PROFITABLE = 60.0        # % of markets
+SWEEP_SIGNALS = (0.0, 0.25, 0.5, 1.0)  # item 2: recovery against signal, on the first seed
 CACHE = Path(__file__).resolve().parents[1] / ".kfs" / "bench_quality"
+FIGURE_CODE = ("core", "source", "ingest", "features", "dbt_project", "training")
 WORKERS = 2
 
 
-def code_version() -> str:
+def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).resolve().parents[1]).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def code_version() -> str:
+    return _git("rev-parse", "--short", "HEAD")
+
+
+def figures_version() -> str:
+    """A key for the committed code that decides the figures (simulator, ingest, features, dbt, training): a
+    finished universe is reused while it is unchanged, whatever else changed (benchmarks, tests, documents)."""
+    import hashlib
+
+    trees = _git("ls-tree", "HEAD", "--", *FIGURE_CODE)
+    return hashlib.sha256(trees.encode()).hexdigest()[:12] if trees != "unknown" else code_version()
 
 
 def run_universe(dsn: str, seed: int, signal: float) -> dict:
@@ -76,7 +93,7 @@ def run_universe(dsn: str, seed: int, signal: float) -> dict:
     names = [s for s in report["per_market"] if s in STRATEGIES or s.startswith("known_answer")]
     return {
         "seed": seed, "signal": signal, "stage": published_stage(summary),
-        "device": summary.get("device") or os.environ.get("KFS_TRAIN_DEVICE", "cpu"),
+        "device": summary["device"],
         "cut_short": summary["stages"].get("cut_short_by_time_limit", []),
         "best_rule": report["best_rule"],
         "per_market": {name: {row["market_ticker"]: row["return_dollars"] for row in report["per_market"][name]}
@@ -97,11 +114,13 @@ def _cached_run(dsn: str, seed: int, signal: float, version: str) -> dict:
 
 
 def run_all(seeds: tuple[int, ...] = REPLICATION_SEEDS, workers: int = WORKERS) -> list[dict]:
-    """Every seed and its null twin, `workers` universes at a time, with a line as each one finishes."""
+    """Every seed and its null twin, then the signal sweep's other signals on the first seed, `workers`
+    universes at a time, with a line as each one finishes."""
     from source.pg_server import source_dsn
 
-    dsn, version = source_dsn(), code_version()
+    dsn, version = source_dsn(), figures_version()
     jobs = [(seed, signal) for seed in seeds for signal in (1.0, 0.0)]
+    jobs += [(seeds[0], signal) for signal in SWEEP_SIGNALS if (seeds[0], signal) not in jobs]
     results = []
     started = time.perf_counter()
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -112,6 +131,26 @@ def run_all(seeds: tuple[int, ...] = REPLICATION_SEEDS, workers: int = WORKERS) 
             print(f"quality: seed {result['seed']} signal {result['signal']:g} done ({len(results)}/{len(jobs)}, "
                   f"{(time.perf_counter() - started) / 60:.1f} min): published {result['stage']}", flush=True)
     return sorted(results, key=lambda r: (r["seed"], -r["signal"]))
+
+
+def sweep_summary(results: list[dict], seed: int) -> list[dict]:
+    """Recovery (the policy's share of the known-answer rules' P&L, paired BCa) and the known-answer edge
+    against signal on `seed`."""
+    import polars as pl
+
+    from training.evaluation.scoring import capture_ratio
+
+    def frame(run: dict, name: str) -> pl.DataFrame:
+        return pl.DataFrame({"market_ticker": list(run["per_market"][name]),
+                             "return_dollars": list(run["per_market"][name].values())})
+
+    rows = []
+    for run in sorted((r for r in results if r["seed"] == seed), key=lambda r: r["signal"]):
+        rows.append({"signal": run["signal"], "stage": run["stage"],
+                     "policy": _interval(_aligned([run], "policy")),
+                     "known_answer": _interval(_aligned([run], "known_answer")),
+                     "recovery": capture_ratio(frame(run, "policy"), frame(run, "known_answer"))})
+    return rows
 
 
 def _interval(values: np.ndarray, confidence: float = 0.95) -> dict:
@@ -158,7 +197,7 @@ def null_summary(runs: list[dict]) -> dict:
 
 
 def summarize_replication(results: list[dict]) -> dict:
-    planted = [r for r in results if r["signal"] != 0]
+    planted = [r for r in results if r["signal"] == 1.0]
     null = [r for r in results if r["signal"] == 0]
     per_seed = [{"seed": r["seed"], "planted": planted_summary([r]),
                  "null": null_summary([n for n in null if n["seed"] == r["seed"]]) if any(
@@ -175,9 +214,11 @@ def summarize_replication(results: list[dict]) -> dict:
     verdict["holds"] = bool(verdict["pooled_policy_above_zero"] and verdict["pooled_policy_above_best_rule"]
                             and not losing and verdict["test_markets"] >= 125)
     return {"seeds": [r["seed"] for r in planted], "per_seed": per_seed, "pooled": pooled, "verdict": verdict,
+            "sweep": sweep_summary(results, planted[0]["seed"]) if planted else [],
             "design": {"sharpe": DESIGN_SHARPE, "pct_profitable": DESIGN_PROFITABLE},
             "equivalence": {"margin": EQUIVALENCE_MARGIN, "confidence": EQUIVALENCE_CONFIDENCE},
             "devices": sorted({r["device"] for r in results}), "code_version": code_version(),
+            "figures_version": figures_version(),
             "runs": results}
 
 
@@ -201,11 +242,24 @@ def table_lines(summary: dict) -> list[str]:
                      f"{_fmt(s['known_answer']):>24} {planted['sharpe']:6.2f} {planted['pct_profitable']:5.0f} "
                      f"{nulls[0]:>24} {nulls[1]:>24}")
     v = summary["verdict"]
+    for row in summary.get("sweep", []):
+        recovery = row["recovery"]
+        ratio = "undefined" if recovery["ratio"] is None else \
+            f"{recovery['ratio']:.2f} [{recovery['ci_low']:.2f}, {recovery['ci_high']:.2f}]"
+        lines.append(f"sweep seed {summary['seeds'][0]} signal {row['signal']:<4g} published {row['stage']:<16} "
+                     f"policy {_fmt(row['policy'])} known_answer {_fmt(row['known_answer'])} recovery {ratio}")
     lines.append(f"verdict: {'holds' if v['holds'] else 'FAILS'} (pooled policy above zero {v['pooled_policy_above_zero']}, "
                  f"above best_rule {v['pooled_policy_above_best_rule']}, {v['test_markets']} test markets, seeds whose "
                  f"policy loses: {v['seeds_losing'] or 'none'}; null equivalent within +-{EQUIVALENCE_MARGIN:.2f}: "
                  f"{v['null_equivalent']}); design Sharpe {DESIGN_SHARPE}, {DESIGN_PROFITABLE:.0f}% profitable")
     return lines
+
+
+def _error_bars(points: np.ndarray, rows: list[dict], low: str, high: str) -> np.ndarray:
+    """Distances from each point to its interval's ends (a BCa interval need not contain its point: then 0)."""
+    lows = np.array([r[low] for r in rows], dtype=np.float64)
+    highs = np.array([r[high] for r in rows], dtype=np.float64)
+    return np.clip(np.stack([points - lows, highs - points]), 0.0, None)
 
 
 def plot(summary: dict, path: Path) -> Path:
@@ -217,18 +271,27 @@ def plot(summary: dict, path: Path) -> Path:
 
     labels = [str(row["seed"]) for row in summary["per_seed"]] + ["pooled"]
     planted = [row["planted"] for row in summary["per_seed"]] + [summary["pooled"]["planted"]]
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, (ax, sweep_ax) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [2, 1]})
     for offset, name in zip((-0.2, 0.0, 0.2), ("policy", "best_rule", "forecast_trader")):
         rows = [p["strategies"][name] for p in planted]
         x = np.arange(len(rows)) + offset
         means = np.array([r["mean"] for r in rows])
-        ax.errorbar(x, means, yerr=[means - [r["ci_low"] for r in rows], [r["ci_high"] for r in rows] - means],
-                    fmt="o", capsize=3, label=name)
+        ax.errorbar(x, means, yerr=_error_bars(means, rows, "ci_low", "ci_high"), fmt="o", capsize=3, label=name)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(np.arange(len(labels)), labels)
     ax.set_ylabel("$/test market, 95% BCa")
     ax.set_title("Replication over universe seeds (signal 1)")
     ax.legend()
+    sweep = [row for row in summary.get("sweep", []) if row["recovery"]["ratio"] is not None]
+    if sweep:
+        x = np.array([row["signal"] for row in sweep])
+        ratio = np.array([row["recovery"]["ratio"] for row in sweep])
+        sweep_ax.errorbar(x, ratio, yerr=_error_bars(ratio, [r["recovery"] for r in sweep], "ci_low", "ci_high"),
+                          fmt="o-", capsize=3)
+    sweep_ax.axhline(0, color="grey", lw=0.8)
+    sweep_ax.set_xlabel("signal")
+    sweep_ax.set_ylabel("recovery: policy / known-answer P&L")
+    sweep_ax.set_title(f"Signal sweep, seed {summary['seeds'][0] if summary['seeds'] else '-'}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

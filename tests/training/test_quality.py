@@ -14,17 +14,15 @@ test), the 25 test markets must show:
   -0.50), unless the published stage is the trader itself (then the difference is what int8 costs it, printed);
 - at least half of the known-answer rule's P&L recovered (the rule written with knowledge of the effects,
   used only here and in reports);
-and the same pipeline on the same universe at `--signal 0` (nothing planted) must not find an edge: the 95%
-interval of the policy's and of `best_rule`'s mean includes zero and the mean is below $0.50 a market; and
-the null battery (training/evaluation/null_battery.py) on its 200+ settled markets finds nothing: the favourite
-in the final hour, the fair best rule, each known-answer rule and a random one show no profit net of costs,
-and the signal rules no drift gross at the mid.
-
-Issue 24 asks for more at `--signal 0`, and this seed does not meet it yet, so it is printed with its verdict
-and not asserted (asserting it would stop every landing; the issue stays open until it holds): the policy's
-and `best_rule`'s 90% BCa intervals within +-$0.50 a market (an equivalence test, TOST at 5% per side: a wide
-interval around zero fails it, where "the interval includes zero" passes by low power).
-Cross-market Sharpe and the share of profitable markets are printed, not asserted.
+and the same pipeline on the same universe at `--signal 0` (nothing planted) must not find an edge: the
+policy's and `best_rule`'s 90% BCa intervals lie within +-$0.50 a market (an equivalence test, TOST at 5% per
+side: a wide interval around zero fails it, where "the interval includes zero" passes by low power); and the
+null battery (training/evaluation/null_battery.py) on its 200+ settled markets finds nothing: the favourite in
+the final hour, the fair best rule, each known-answer rule and a random one show no profit net of costs, and
+the signal rules no drift gross at the mid. The equivalence test was printed, not asserted, until the
+simulator's null was fixed (a book clamped at 97/98 paid the favourite); it is asserted since.
+Cross-market Sharpe and the share of profitable markets are printed, not asserted. The replication over
+five other seeds is `make quality` (bench/quality_bench.py), not part of `make test`.
 
 The two universes are two tests, each in its own xdist group, which tests/conftest.py starts first: they run
 on separate workers, side by side.
@@ -54,10 +52,8 @@ from training.release.publish import published_stage
 QUALITY_SEED = 20261126  # the date it was chosen; never tuned on
 QUALITY_UNIVERSE = SimulationConfig(seed=QUALITY_SEED, start=date(2026, 5, 4))  # default size, signal and effects
 NULL_UNIVERSE = replace(QUALITY_UNIVERSE, signal=0.0)
-NULL_MEAN_MAX = 0.50
 MIN_RECOVERY = 0.5
 TRADER_MARGIN = 0.50           # the policy may trail its forecast trader by less than this
-# Issue 24's null bar, printed with its verdict (see the module's docstring)
 EQUIVALENCE_MARGIN = 0.50      # dollars a market: the null's 90% intervals lie within +-this
 EQUIVALENCE_CONFIDENCE = 0.90  # two one-sided tests at 5% each
 
@@ -118,19 +114,16 @@ def test_the_pipeline_finds_the_planted_edge(pg_dsn, tmp_path_factory):
 def test_the_pipeline_finds_nothing_where_there_is_none(pg_dsn, tmp_path_factory):
     null = build_store(pg_dsn, tmp_path_factory.mktemp("quality_null"), "quality_null", NULL_UNIVERSE)
     _, null_report = train_and_score(null, "signal 0: nothing planted")
-    null_table = {row["strategy"]: row for row in null_report["table"]}
+    equivalent = {}
     for name in ("policy", "best_rule"):
         returns = [row["return_dollars"] for row in null_report["per_market"][name]]
         mean, low, high = bca_interval(returns, confidence=EQUIVALENCE_CONFIDENCE)
-        holds = -EQUIVALENCE_MARGIN < low and high < EQUIVALENCE_MARGIN
-        print(f"issue 24 bar, null {name} {mean:+.2f} $/market, 90% BCa [{low:+.2f}, {high:+.2f}] on {len(returns)} "
-              f"markets within +-{EQUIVALENCE_MARGIN:.2f}: {'holds' if holds else 'FAILS'}")
-    for name in ("policy", "best_rule"):
-        row = null_table[name]
-        assert row["ci_low"] <= 0 and row["mean_return_dollars"] < NULL_MEAN_MAX, \
-            f"{name} found an edge at signal 0: {row}"
+        equivalent[name] = -EQUIVALENCE_MARGIN < low and high < EQUIVALENCE_MARGIN
+        print(f"null {name} {mean:+.2f} $/market, 90% BCa [{low:+.2f}, {high:+.2f}] on {len(returns)} markets "
+              f"within +-{EQUIVALENCE_MARGIN:.2f}: {'holds' if equivalent[name] else 'FAILS'}")
     data = load_market_data(null)
     assert len(settled_markets(data)) >= 200
     battery = run_battery(data, Baselines.from_dict(null_report["baselines"]))
     print("null battery (issue 24):\n" + "\n".join(battery_lines(battery)))
     assert all(row["null"] for row in battery.values()), [name for name, row in battery.items() if not row["null"]]
+    assert all(equivalent.values()), f"not equivalent to nothing at signal 0 (90% within +-{EQUIVALENCE_MARGIN}): {equivalent}"

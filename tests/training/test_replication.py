@@ -38,7 +38,7 @@ def test_a_replicated_edge_holds_and_pools_every_test_market():
     assert summary["verdict"]["null_equivalent"]
     assert [row["seed"] for row in summary["per_seed"]] == list(range(5))
     lines = table_lines(summary)
-    assert len(lines) == 1 + 5 + 1 + 1 and lines[-1].startswith("verdict: holds")
+    assert len(lines) == 1 + 5 + 1 + 2 + 1 and lines[-1].startswith("verdict: holds")  # + the sweep at 0 and 1
 
 
 def test_a_seed_that_loses_is_listed_and_fails_the_verdict():
@@ -63,3 +63,14 @@ def test_the_plot_is_written(tmp_path):
     runs = [_run(0, 1.0, _noise(0), _noise(1)), _run(1, 1.0, _noise(2), _noise(3))]
     path = plot(summarize_replication(runs), tmp_path / "quality.png")
     assert path.stat().st_size > 1000
+
+
+def test_the_sweep_orders_signals_and_leaves_recovery_undefined_where_nothing_is_known():
+    runs = [_run(0, 1.0, [2.0] * 20 + [1.0] * 5, [4.0] * 25), _run(0, 0.0, [0.0] * 25, [-1.0] * 25),
+            _run(0, 0.5, [1.0] * 25, [2.0] * 25)]
+    sweep = summarize_replication(runs)["sweep"]
+    assert [row["signal"] for row in sweep] == [0.0, 0.5, 1.0]
+    assert sweep[0]["recovery"]["ratio"] is None          # the known-answer rules make nothing at signal 0
+    assert sweep[1]["recovery"]["ratio"] == pytest.approx(0.5)
+    assert sweep[2]["recovery"]["ratio"] == pytest.approx(45 / 100)
+    assert any(line.startswith("sweep seed 0 signal 0.5") for line in table_lines(summarize_replication(runs)))
