@@ -41,7 +41,7 @@ test: $(STAMP) $(MANIFEST)
 
 # The replication (issue 24): the default universe and its --signal 0 twin on each of five written-down seeds,
 # trained with the nightly profile and scored on their test markets, per seed and pooled; writes
-# bench/results/quality.{json,png} (about two hours on two cores; a finished universe is kept and not rerun).
+# bench/results/quality.{json,png} (about 75 minutes on two cores; a finished universe is kept and not rerun).
 quality: $(STAMP) $(MANIFEST)
 	$(BIN)/kfs bench quality
 

@@ -164,9 +164,8 @@ def _aligned(runs: list[dict], name: str, other: str | None = None) -> np.ndarra
     """Per-market P&L of `name` (minus `other`'s on the same market) over every test market of `runs`."""
     values = []
     for run in runs:
-        mine = run["per_market"][name]
-        theirs = run["per_market"][other] if other else {}
-        values += [mine[t] - (theirs[t] if other else 0.0) for t in sorted(mine)]
+        mine, theirs = run["per_market"][name], run["per_market"].get(other, {})
+        values += [mine[t] - theirs.get(t, 0.0) for t in sorted(mine)]
     return np.asarray(values, dtype=np.float64)
 
 
@@ -199,9 +198,9 @@ def null_summary(runs: list[dict]) -> dict:
 def summarize_replication(results: list[dict]) -> dict:
     planted = [r for r in results if r["signal"] == 1.0]
     null = [r for r in results if r["signal"] == 0]
+    null_of = {r["seed"]: r for r in null}
     per_seed = [{"seed": r["seed"], "planted": planted_summary([r]),
-                 "null": null_summary([n for n in null if n["seed"] == r["seed"]]) if any(
-                     n["seed"] == r["seed"] for n in null) else None} for r in planted]
+                 "null": null_summary([null_of[r["seed"]]]) if r["seed"] in null_of else None} for r in planted]
     pooled = {"planted": planted_summary(planted), "null": null_summary(null) if null else None}
     losing = [row["seed"] for row in per_seed if row["planted"]["strategies"]["policy"]["ci_high"] < 0]
     verdict = {
@@ -241,13 +240,13 @@ def table_lines(summary: dict) -> list[str]:
                      f"{_fmt(planted['policy_minus_best_rule']):>24} {_fmt(planted['policy_minus_forecast_trader']):>24} "
                      f"{_fmt(s['known_answer']):>24} {planted['sharpe']:6.2f} {planted['pct_profitable']:5.0f} "
                      f"{nulls[0]:>24} {nulls[1]:>24}")
-    v = summary["verdict"]
     for row in summary.get("sweep", []):
         recovery = row["recovery"]
         ratio = "undefined" if recovery["ratio"] is None else \
             f"{recovery['ratio']:.2f} [{recovery['ci_low']:.2f}, {recovery['ci_high']:.2f}]"
         lines.append(f"sweep seed {summary['seeds'][0]} signal {row['signal']:<4g} published {row['stage']:<16} "
                      f"policy {_fmt(row['policy'])} known_answer {_fmt(row['known_answer'])} recovery {ratio}")
+    v = summary["verdict"]
     lines.append(f"verdict: {'holds' if v['holds'] else 'FAILS'} (pooled policy above zero {v['pooled_policy_above_zero']}, "
                  f"above best_rule {v['pooled_policy_above_best_rule']}, {v['test_markets']} test markets, seeds whose "
                  f"policy loses: {v['seeds_losing'] or 'none'}; null equivalent within +-{EQUIVALENCE_MARGIN:.2f}: "

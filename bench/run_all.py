@@ -10,7 +10,7 @@ import importlib
 import sys
 
 BENCHES = ("ingest", "features", "training", "live", "scale")
-# Run only when named: the replication over universe seeds takes about two hours on two CPU cores.
+# Run only when named: the replication over universe seeds takes about 75 minutes on two CPU cores.
 ON_REQUEST = ("quality",)
 
 
