@@ -20,6 +20,13 @@ Layout (DESIGN.md section 2):
 
 Writes are atomic (a temporary name in the same folder, fsync, rename; one PUT on object storage) and
 deterministic (same table, same bytes), so re-running a partition replaces it with identical content.
+
+Every parquet file written through a `Lake` gets a checksum manifest beside it (`<file>.manifest.json`:
+sha256, size, rows), written after the file. Readers of the raw lake and the feature store verify it
+(`verified_partition_files`): a flipped byte, a truncated or replaced file, a file without its manifest or a
+day missing inside a read range is an error naming the file (or the days) and the command that rewrites it.
+A writer killed between the file and its manifest leaves a mismatch, which reads as damage: the rerun
+rewrites both. The dbt-written datasets have no manifests (DuckDB writes them).
 """
 
 from __future__ import annotations
@@ -44,7 +51,9 @@ import pyarrow.parquet as pq
 from core.object_store import polars_storage_options
 
 PART_FILE = "part-00000.parquet"
+MANIFEST_SUFFIX = ".manifest.json"
 _TMP_MARK = ".tmp-"
+_HASH_CHUNK = 1 << 20
 # Polars' writer: about 3x faster than pyarrow's here and 30% smaller files at the same zstd level.
 _PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, row_group_size=256 * 1024, statistics=True)
 RAW_STREAMS = ("snapshots", "deltas", "trades")
@@ -80,6 +89,10 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
     Dataset("split_registry", "splits/registry.parquet", doc="the frozen market-level split"),
 )}
 _INVALID_TIMESTAMP = "raw/_quarantine/invalid_timestamp"
+
+
+class DamagedLakeFile(Exception):
+    """A lake file that does not match its checksum manifest, has none, or a day missing from a range."""
 _MODELS = "models"
 
 
@@ -166,6 +179,55 @@ class Lake:
         days = [d for d in self.partitions(dataset) if (start is None or d >= start) and (end is None or d <= end)]
         return [self.partition(dataset, d) for d in days]
 
+    def verified_partition_files(self, dataset: str, start: date | None = None, end: date | None = None
+                                 ) -> list[Path]:
+        """`partition_files`, after checking that no day is missing between the first and last day found in
+        [start, end] and that every file matches its checksum manifest (DamagedLakeFile otherwise)."""
+        days = [d for d in self.partitions(dataset) if (start is None or d >= start) and (end is None or d <= end)]
+        missing = _missing_days(days)
+        if missing:
+            shown = ", ".join(d.isoformat() for d in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise DamagedLakeFile(f"{self.location(dataset)}: no partition for {shown} inside {days[0]} .. {days[-1]} "
+                                  f"(deleted?); rebuild with `kfs materialize --start {missing[0]} --end {missing[-1]}`")
+        files = [self.partition(dataset, d) for d in days]
+        for file, day in zip(files, days):
+            self.verify(file, fix=f"kfs materialize --start {day} --end {day}")
+        return files
+
+    def verify(self, path: Path, fix: str = "rerun the step that writes it") -> None:
+        """Raise DamagedLakeFile unless `path` matches its checksum manifest (size and sha256; on object
+        storage, which checks the bytes of every upload itself, size and row count from the footer).
+        A file verified once is not hashed again while its size and modification time stay the same."""
+        manifest_path = _manifest_path(path)
+        try:
+            state = self.fingerprint(path)
+        except FileNotFoundError:
+            raise DamagedLakeFile(f"{path} is missing; rewrite it with `{fix}`") from None
+        if _VERIFIED.get(str(path)) == state:
+            return
+        if not self.exists(manifest_path):
+            raise DamagedLakeFile(f"{path} has no checksum manifest ({manifest_path.name}); rewrite it with `{fix}`")
+        try:
+            manifest = self.read_json(manifest_path)
+            expected_size, expected_sha, expected_rows = manifest["bytes"], manifest["sha256"], manifest["rows"]
+        except (ValueError, KeyError, TypeError):
+            raise DamagedLakeFile(f"{manifest_path} is not a checksum manifest; rewrite {path.name} with `{fix}`") from None
+        size = self.size(path)
+        if self.remote:
+            actual_sha, rows = expected_sha, (self._footer_rows(path) if size == expected_size else None)
+        else:
+            actual_sha, rows = file_sha256(Path(path)), expected_rows
+        if size != expected_size or actual_sha != expected_sha or rows != expected_rows:
+            raise DamagedLakeFile(f"{path} does not match its checksum manifest (damaged or replaced: {size} bytes, "
+                                  f"manifest {expected_size}); rewrite it with `{fix}`")
+        _VERIFIED[str(path)] = state
+
+    def _footer_rows(self, path: Path) -> int | None:
+        try:
+            return self.parquet_rows(path)
+        except (OSError, ValueError, pa.ArrowException):
+            return None
+
     def quarantine_files(self, stream: str) -> list[Path]:
         files = self.partition_files(f"quarantine_{stream}") if stream in RAW_STREAMS else []
         extra = self.quarantine_markets() if stream == "markets" else self.invalid_timestamp_quarantine(stream)
@@ -184,6 +246,13 @@ class Lake:
 
     def candidate(self) -> Path:
         return self.model_root() / "candidates" / "latest"
+
+    def training_lock(self) -> Path:
+        """The lock one training run per lake holds: beside the models on a local lake (shared by every checkout
+        that uses it); for a bucket, which has no locks, on this machine (one run per machine and lake)."""
+        if self.remote:
+            return self.local_cache("locks") / "training.lock"
+        return self.model_root() / ".training.lock"
 
     def local_cache(self, kind: str) -> Path:
         """Local folder for data derived from this lake or copied out of it (`kind`: training_arrays, for
@@ -255,21 +324,34 @@ class Lake:
         return self.fs.size(path.path) if self.remote else Path(path).stat().st_size
 
     def write_parquet(self, table: pl.DataFrame | pa.Table, path: Path, metadata: dict[str, str] | None = None) -> int:
+        """The table as one parquet file, then its checksum manifest."""
         if self.remote:
-            return self._put(path, parquet_bytes(table, metadata))
-        return write_parquet_atomic(table, path, metadata)
+            payload = parquet_bytes(table, metadata)
+            size = self._put(path, payload)
+            self._write_manifest(path, hashlib.sha256(payload).hexdigest(), size, _row_count(table))
+            return size
+        size = write_parquet_atomic(table, path, metadata)
+        self._write_manifest(path, file_sha256(Path(path)), size, _row_count(table))
+        return size
 
     def write_parquet_frames(self, frames: Iterable[pl.DataFrame], path: Path,
                              metadata: dict[str, str] | None = None) -> int:
         """Frames of one schema written one after another into one parquet file, as atomically as
         `write_parquet`, holding one frame at a time (a day computed in batches of markets)."""
         if not self.remote:
-            return _write_atomic(path, lambda tmp: write_parquet_frames(frames, tmp, metadata))
+            size = _write_atomic(path, lambda tmp: write_parquet_frames(frames, tmp, metadata))
+            self._write_manifest(path, file_sha256(Path(path)), size, pq.ParquetFile(path).metadata.num_rows)
+            return size
         with tempfile.TemporaryDirectory(prefix="kfs-part-") as staging:
             local = Path(staging) / "part.parquet"
             size = write_parquet_frames(frames, local, metadata)
             self.fs.put_file(str(local), path.path)   # one PUT, or a multipart upload completed in one call
+            self._write_manifest(path, file_sha256(local), size, pq.ParquetFile(local).metadata.num_rows)
             return size
+
+    def _write_manifest(self, path: Path, sha256: str, size: int, rows: int) -> None:
+        self.write_json(_manifest_path(path), {"file": Path(str(path)).name, "sha256": sha256, "bytes": size,
+                                               "rows": rows})
 
     def read_json(self, path: Path) -> dict:
         if self.remote:
@@ -358,6 +440,39 @@ class Lake:
         or the new one, never part of one; no temporaries to clean after a kill."""
         self.fs.pipe_file(path.path, payload)
         return len(payload)
+
+
+_VERIFIED: dict[str, str] = {}   # path -> fingerprint of the state last verified, in this process
+
+
+def _row_count(table: pl.DataFrame | pa.Table) -> int:
+    return table.height if isinstance(table, pl.DataFrame) else table.num_rows
+
+
+def _manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + MANIFEST_SUFFIX)
+
+
+def _missing_days(days: list[date]) -> list[date]:
+    """Days absent between the first and the last of `days` (sorted)."""
+    from datetime import timedelta
+
+    if not days:
+        return []
+    present, missing, day = set(days), [], days[0]
+    while day < days[-1]:
+        if day not in present:
+            missing.append(day)
+        day += timedelta(days=1)
+    return missing
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _file_states(folder: Path) -> dict[Path, tuple[int, int]]:

@@ -32,3 +32,28 @@ def exclusive_file(lock_path: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+class LockHeld(ValueError):
+    """Another process holds a lock that is taken without waiting; the message names what runs and its pid."""
+
+
+@contextmanager
+def exclusive_or_refuse(lock_path: Path, what: str) -> Iterator[None]:
+    """`exclusive_file`, but refused at once (LockHeld) when another process holds it: for work that must not
+    run twice at all (a second run would overwrite the first's output), rather than wait its turn."""
+    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise LockHeld(f"{what} is already running (pid {holder}; lock {lock_path}): wait for it to end") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

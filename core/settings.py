@@ -60,6 +60,7 @@ class Settings:
     dask_scheduler: str | None = None
     workers: int = 2
     dagster_pg_dsn: str | None = field(default=None, repr=False)  # may hold a password: never printed
+    model_key: str | None = field(default=None, repr=False)       # signs the model registry: never printed
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -183,6 +184,8 @@ def _number(kind: type, low: float | None = None, high: float | None = None) -> 
             value = kind(raw)
         except ValueError:
             raise SettingsError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise SettingsError(f"{name} must be a finite number, got {raw!r}")
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
             raise SettingsError(f"{name} must be {bounds}, got {raw!r}")
@@ -200,6 +203,13 @@ def _day(name: str, raw: str) -> date:
 def _table(name: str, raw: str) -> str:
     if raw.count(".") > 1 or raw.strip() != raw or any(not part for part in raw.split(".")):
         raise SettingsError(f"{name} must be 'table' or 'schema.table', got {raw!r}")
+    return raw
+
+
+def _key(name: str, raw: str) -> str:
+    if len(raw) < 32:
+        raise SettingsError(f"{name} must be a secret of at least 32 characters (e.g. `openssl rand -hex 32`), "
+                            f"got {len(raw)}")
     return raw
 
 
@@ -279,6 +289,10 @@ VARIABLES: tuple[Variable, ...] = (
              "PostgreSQL for Dagster's own storage in `prod` (a separate database is best); `local` keeps "
              "SQLite under `DAGSTER_HOME`",
              unset='`KFS_PG_DSN`'),
+    Variable("KFS_MODEL_KEY", "model_key", _key,
+             "secret (32+ characters) that signs each published model version in the registry (HMAC-SHA256); "
+             "a loader refuses versions it did not sign. Set the same on every machine of a cluster",
+             unset='a key generated once in `$KFS_HOME/model.key` (mode 0600)'),
 )
 
 assert {v.field for v in VARIABLES if "." not in v.field} | {"tables"} == {f.name for f in fields(Settings)}

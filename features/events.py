@@ -89,7 +89,7 @@ def load_raw(lake: Lake, stream: str, first: date, last: date, tickers: tuple[st
     """Clean raw rows of the days [first, last] that have been ingested (quarantined rows never come here);
     with `tickers` (lowest, highest), only the rows of the markets in that range."""
     schema = PARTITIONED_STREAMS[stream].lake_schema
-    paths = lake.partition_files(f"raw_{stream}", first, last)
+    paths = lake.verified_partition_files(f"raw_{stream}", first, last)
     if not paths:
         return pl.DataFrame(schema=schema)
     if tickers is None:
@@ -104,7 +104,7 @@ def market_ranges(lake: Lake, day: date, batch_rows: int) -> list[tuple[str, str
     `batch_rows` rows each (a market is never cut): what the feature engine holds in memory at once.
     Reads the market column only."""
     counts = [lake.scan_parquet(paths).group_by("market_ticker").len()
-              for paths in (lake.partition_files(f"raw_{stream}", day, day) for stream in RAW_STREAMS) if paths]
+              for paths in (lake.verified_partition_files(f"raw_{stream}", day, day) for stream in RAW_STREAMS) if paths]
     if not counts:
         return []
     rows = pl.concat(pl.collect_all(counts)).group_by("market_ticker").agg(pl.col("len").sum()).sort("market_ticker")
@@ -117,6 +117,7 @@ def market_ranges(lake: Lake, day: date, batch_rows: int) -> list[tuple[str, str
 def load_markets(lake: Lake) -> pl.DataFrame:
     if not lake.exists(lake.raw_markets()):
         return pl.DataFrame(schema=MARKETS.lake_schema)
+    lake.verify(lake.raw_markets(), fix="kfs materialize --only ingest --start <any day>")
     return lake.read_parquet(lake.raw_markets())
 
 

@@ -60,7 +60,7 @@ def build_resolution_history(lake: Lake, until: date | None = None) -> pl.DataFr
     """The history from the raw lake: every ingested market and trade (up to `until`, if given)."""
     if not lake.exists(lake.raw_markets()):
         return pl.DataFrame(schema=HISTORY_SCHEMA)
-    files = lake.partition_files("raw_trades", end=until)
+    files = lake.verified_partition_files("raw_trades", end=until)
     trades = lake.scan_parquet(files) if files else pl.LazyFrame(
         schema={"market_ticker": pl.String, "ts": pl.Int64, "id": pl.Int64, "yes_price": pl.Int64})
     return resolution_history(lake.read_parquet(lake.raw_markets()), trades)

@@ -46,7 +46,7 @@ def load_events(split: str | None = None, start: str | date | None = None, end: 
         unknown = sorted(set(columns) - set(known))
         if unknown:
             raise ValueError(f"unknown columns {unknown}; see features.store.data_dictionary()")
-    files = lake.partition_files("features_events", start, end)
+    files = lake.verified_partition_files("features_events", start, end)
     if not files:
         raise FileNotFoundError(f"no event features under {lake.location('features_events')} for {start or '...'}"
                                 f" .. {end or '...'}: run `kfs materialize` first")

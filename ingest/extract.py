@@ -212,14 +212,26 @@ def ingest_partition(dsn: str, stream_name: str, day: date, lake: Lake, tables: 
     return report
 
 
+def markets_query(table_id: sql.Composable) -> sql.Composed:
+    """SELECT of every market row. Times are cut to the millisecond the lake keeps; 'infinity' and
+    '-infinity' (which no Arrow timestamp holds) are read as null and flagged, so the row is quarantined."""
+    times = [c.name for c in MARKETS.columns if pa.types.is_timestamp(c.source_type)]
+    columns = [sql.SQL("CASE WHEN isfinite({c}) THEN date_trunc('milliseconds', {c}) END AS {c}").format(
+        c=sql.Identifier(n)) if n in times else sql.Identifier(n) for n in MARKETS.column_names]
+    infinite = sql.SQL(" OR ").join(sql.SQL("NOT coalesce(isfinite({}), true)").format(sql.Identifier(n)) for n in times)
+    return sql.SQL("SELECT {columns}, ({infinite}) AS {flag} FROM {table}").format(
+        columns=sql.SQL(", ").join(columns), infinite=infinite, flag=sql.Identifier(quarantine.INFINITE_TIME),
+        table=table_id)
+
+
 def ingest_markets(dsn: str, lake: Lake, tables: SourceTables) -> PartitionReport:
     """Market metadata is small and changes in place (status, result): re-read whole each time."""
     started = time.perf_counter()
     table_id = table_identifier(tables.markets)
-    names = MARKETS.column_names
-    select = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(sql.Identifier(n) for n in names), table_id)
-    source_rows, table = read_consistent(dsn, sql.SQL("SELECT count(*) FROM {}").format(table_id), select)
-    table = _conform(table, MARKETS.arrow_schema)
+    source_rows, table = read_consistent(dsn, sql.SQL("SELECT count(*) FROM {}").format(table_id),
+                                         markets_query(table_id))
+    flags = table.column(quarantine.INFINITE_TIME)
+    table = _conform(table, MARKETS.arrow_schema).append_column(quarantine.INFINITE_TIME, flags)
     clean, bad = quarantine.check_markets(pl.from_arrow(table).sort("ticker", nulls_last=False))
     report = PartitionReport(stream="markets", partition="all", rows_source=int(source_rows),
                              rows_read=table.num_rows, rows_written=clean.height, rows_quarantined=bad.height)

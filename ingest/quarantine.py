@@ -20,10 +20,14 @@ from core.exchange import MAX_PRICE_CENTS, MIN_PRICE_CENTS, PAYOUT_CENTS, is_val
 REASONS = (
     "null_ticker", "null_field", "invalid_timestamp", "unknown_side", "unknown_action", "unknown_taker_side",
     "price_out_of_range", "price_sum_not_100", "negative_size", "size_out_of_range", "non_positive_count",
-    "malformed_book", "duplicate_sequence", "duplicate_trade", "unknown_result", "close_before_open",
+    "malformed_book", "negative_sequence", "duplicate_sequence", "duplicate_trade", "unknown_result",
+    "close_before_open",
 )
 EARLIER_COPY = "earlier_copy"
-MAX_SIZE = 2**63 - 1                      # contracts must fit the lake's int64
+# The largest size of a level or a trade, in contracts. Sizes are summed (depth over 2 x 99 levels, trade flow
+# over a day's prints), so the bound leaves room: 2 x 99 levels of 10^12 sum to 2e14, well inside int64 and
+# exact in float64 (2^53 = 9e15). A real level holds thousands of contracts.
+MAX_SIZE = 10**12
 _PRICE_KEY = re.compile(r"[1-9][0-9]?")   # plain ASCII 1..99: no sign, space, leading zero, underscore
 _INTEGER_KEY = re.compile(r"-?(0|[1-9][0-9]*)")  # a canonical integer, but out of range
 _BOOK_LIST = pl.List(pl.Int64)
@@ -73,6 +77,12 @@ def _duplicate_sequence() -> pl.Expr:
     return _repeated("session_id", "market_ticker", "sequence_number") | _earlier_copy()
 
 
+def _negative_sequence() -> pl.Expr:
+    """Sequences count up from 0 within a session (the recorder's DDL forbids negatives): a negative one would
+    sort before the session's snapshot and break the replay of every later event."""
+    return pl.col("sequence_number") < 0
+
+
 def check_deltas(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return _split(_with_earlier_copy(frame), [
         ("null_ticker", _null_ticker()),
@@ -81,6 +91,8 @@ def check_deltas(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         ("unknown_action", ~pl.col("action").is_in(["add", "remove", "update"])),
         ("price_out_of_range", _price_out_of_range("price")),
         ("negative_size", (pl.col("new_size") < 0) | (pl.col("old_size").fill_null(0) < 0)),
+        ("size_out_of_range", (pl.col("new_size") > MAX_SIZE) | (pl.col("old_size").fill_null(0) > MAX_SIZE)),
+        ("negative_sequence", _negative_sequence()),
         ("duplicate_sequence", _duplicate_sequence()),
     ])
 
@@ -102,6 +114,10 @@ def delta_reason(market_ticker, session_id, timestamp_ms, sequence_number, side,
         return "price_out_of_range"
     if new_size < 0 or (old_size or 0) < 0:
         return "negative_size"
+    if new_size > MAX_SIZE or (old_size or 0) > MAX_SIZE:
+        return "size_out_of_range"
+    if sequence_number < 0:
+        return "negative_sequence"
     return None
 
 
@@ -120,6 +136,8 @@ def trade_reason(market_ticker, ts, yes_price, no_price, count, taker_side) -> s
         return "price_sum_not_100"
     if count <= 0:
         return "non_positive_count"
+    if count > MAX_SIZE:
+        return "size_out_of_range"
     return None
 
 
@@ -134,6 +152,7 @@ def check_trades(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         ("price_out_of_range", _price_out_of_range("yes_price") | _price_out_of_range("no_price")),
         ("price_sum_not_100", (pl.col("yes_price") + pl.col("no_price")) != PAYOUT_CENTS),
         ("non_positive_count", pl.col("count") <= 0),
+        ("size_out_of_range", pl.col("count") > MAX_SIZE),
         ("duplicate_trade", repeated_id),
     ])
 
@@ -157,7 +176,7 @@ def parse_book(text: str | None) -> tuple[list[int], list[int], str | None]:
     """A snapshot's `{"price_cents": size}` map as (prices, sizes) sorted by price, or the reason it is bad.
 
     Price keys are plain ASCII integers 1..99 (`"050"`, `" 50 "`, `"5_0"` or other digits are malformed, as
-    a key written twice is); sizes are whole non-negative numbers that fit an int64."""
+    a key written twice is); sizes are whole numbers in 0..MAX_SIZE."""
     if text is None:
         return [], [], "null_field"
     try:
@@ -212,6 +231,7 @@ def check_snapshots(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         ("null_ticker", _null_ticker()),
         ("null_field", _nulls("session_id", "timestamp_ms", "sequence_number")),
         *book_rules,
+        ("negative_sequence", _negative_sequence()),
         ("duplicate_sequence", _duplicate_sequence()),
     ])
     clean = clean.drop("_book_reason", "yes_bids", "no_bids")
@@ -219,9 +239,17 @@ def check_snapshots(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return clean, bad
 
 
+INFINITE_TIME = "infinite_time"
+
+
 def check_markets(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return _split(frame, [
+    """Market rows; a frame read by the extract carries `infinite_time` (a time of the row was PostgreSQL's
+    'infinity' or '-infinity', which no timestamp column of the lake can hold; the extract reads it as null)."""
+    infinite = pl.col(INFINITE_TIME).fill_null(False) if INFINITE_TIME in frame.columns else pl.lit(False)
+    clean, bad = _split(frame, [
         ("null_ticker", _null_ticker("ticker")),
+        ("invalid_timestamp", infinite),
         ("unknown_result", (pl.col("result").is_not_null() & ~pl.col("result").is_in(["yes", "no"])).fill_null(False)),
         ("close_before_open", (pl.col("close_ts") < pl.col("open_ts")).fill_null(False)),
     ])
+    return clean.drop(INFINITE_TIME, strict=False), bad.drop(INFINITE_TIME, strict=False)

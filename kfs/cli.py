@@ -8,18 +8,44 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from core.postgres import SourceUnavailable, redact
 from core.settings import SettingsError, settings
 from kfs.console import UsageError, err_console, one_line
 from kfs.interrupts import INTERRUPTED, exit_interrupted_cleanly, own_signals
-from source.simulator_defaults import DEFAULT_DAYS, DEFAULT_MARKETS, DEFAULT_SEED, DEFAULT_SIGNAL, EFFECTS
+from source.simulator_defaults import (
+    DEFAULT_DAYS,
+    DEFAULT_MARKETS,
+    DEFAULT_SEED,
+    DEFAULT_SIGNAL,
+    EFFECTS,
+    MAX_DAYS,
+    MAX_MARKETS,
+)
 from training.profiles import DEFAULT_PROFILE, PROFILE_NAMES
 
 # Errors of modules a command may have loaded, told apart by class without importing those modules here:
 # an error of a module that was never imported cannot have been raised.
 USAGE_ERRORS = (("source.pg_server", "EmbeddedServerError"), ("source.recordings", "RecordingFormatError"))
+
+
+def _bounded(kind: type, low: float, high: float | None = None, low_open: bool = False):
+    """An argparse type: a finite `kind` in [low, high] ((low, high] with `low_open`), refused before any
+    work with argparse's one-line usage error (exit 2)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (low_open and value == low) or (high is not None and value > high):
+            above = f"above {low:g}" if low_open else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {above}{f' and at most {high:g}' if high is not None else ''}, "
+                                             f"got {text!r}")
+        return value
+    parse.__name__ = kind.__name__   # argparse names the type in its messages
+    return parse
 
 
 class HelpWithProfiles(argparse.Action):
@@ -58,10 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(command_module="kfs.commands.db")
 
     sim = sub.add_parser("simulate", help="write a simulated Kalshi universe into PostgreSQL")
-    sim.add_argument("--markets", type=int, default=DEFAULT_MARKETS)
-    sim.add_argument("--days", type=int, default=DEFAULT_DAYS)
-    sim.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    sim.add_argument("--signal", type=float, default=DEFAULT_SIGNAL,
+    sim.add_argument("--markets", type=_bounded(int, 1, MAX_MARKETS), default=DEFAULT_MARKETS)
+    sim.add_argument("--days", type=_bounded(int, 1, MAX_DAYS), default=DEFAULT_DAYS)
+    sim.add_argument("--seed", type=_bounded(int, 0), default=DEFAULT_SEED)
+    sim.add_argument("--signal", type=_bounded(float, 0, 4), default=DEFAULT_SIGNAL,
                      help="strength of the planted effects (0..4; 0 = martingale prices, 1 = footprints always right)")
     sim.add_argument("--effects", default=",".join(EFFECTS),
                      help=f"planted effects, comma-separated, mixed across markets (default all: {','.join(EFFECTS)})")
@@ -92,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("-h", "--help", action=HelpWithProfiles, nargs=0, help="show this help message and exit")
     train_cmd.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES,
                            help=f"training profile: {', '.join(PROFILE_NAMES)} (default {DEFAULT_PROFILE}; see below)")
-    train_cmd.add_argument("--steps", type=int, help="PPO environment steps (default KFS_TRAIN_STEPS, else the profile's)")
-    train_cmd.add_argument("--seconds", type=float,
+    train_cmd.add_argument("--steps", type=_bounded(int, 1),
+                           help="PPO environment steps (default KFS_TRAIN_STEPS, else the profile's)")
+    train_cmd.add_argument("--seconds", type=_bounded(float, 1),
                            help="time limit: stages stop where they are once it passed (default KFS_TRAIN_SECONDS, "
                                 "else the profile's)")
     train_cmd.set_defaults(command_module="kfs.commands.train")
@@ -111,11 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--follow", action="store_true", help="follow the source PostgreSQL tables as the recorder writes them")
     live.add_argument("--realtime", action="store_true", help="replay at the recorded pace (default: as fast as possible)")
     live.add_argument("--out", metavar="DIR", help="write DIR/features.parquet and DIR/decisions.parquet")
-    live.add_argument("--batch-events", type=int, default=4096,
+    live.add_argument("--batch-events", type=_bounded(int, 1), default=4096,
                       help="most events taken in one arrival (replay as fast as possible: the backlog drained at once)")
-    live.add_argument("--poll", type=float, default=0.2, help="seconds between polls of the source tables (--follow)")
+    live.add_argument("--poll", type=_bounded(float, 0, 3600, low_open=True), default=0.2,
+                      help="seconds between polls of the source tables (--follow)")
     live.add_argument("--until-idle", action="store_true", help="with --follow: stop at the first poll with nothing new")
-    live.add_argument("--reload-every", type=float, default=1.0, help="seconds between checks of the production alias")
+    live.add_argument("--reload-every", type=_bounded(float, 0, 86400, low_open=True), default=1.0,
+                      help="seconds between checks of the production alias")
     live.add_argument("--naive-timezone", default="UTC", help="time zone of recorded times without one")
     live.add_argument("--no-latency-check", action="store_true",
                       help="load models without the p99 latency check (tests, shared machines)")
@@ -179,14 +208,38 @@ def describe_error(error: BaseException) -> tuple[int, str]:
         return 130, "interrupted"
     if isinstance(error, (UsageError, SettingsError, SourceUnavailable)) or _raised_by(error, USAGE_ERRORS):
         return 2, one_line(str(error))
+    if type(error).__name__ == "DagsterAssetCheckFailedError":   # its first line counts the checks, the rest names them
+        return 1, " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if type(error).__name__ == "DagsterDbtCliRuntimeError":
+        return 1, "dbt failed: " + _redacted(dbt_error_line(str(error)))
+    if _raised_by(error, (("core.catalog", "DamagedLakeFile"),)):
+        return 1, one_line(str(error))
     if isinstance(error, OSError) and error.strerror:
         where = f": {error.filename}" if error.filename else ""
         return 1, f"{error.strerror}{where}"
+    if _raised_by(error, (("psycopg", "OperationalError"),)):   # the server went away mid-statement
+        return 2, "PostgreSQL unreachable: " + _redacted(one_line(str(error)))
     if _raised_by(error, (("psycopg", "Error"),)):
         return 1, "PostgreSQL: " + _redacted(one_line(str(error)))
     if isinstance(error, ValueError):
         return 2, _redacted(one_line(str(error)))
     return 1, _redacted(f"{type(error).__name__}: {one_line(str(error))}") + " (run with --debug for the traceback)"
+
+
+def dbt_error_line(message: str) -> str:
+    """The first error dbt itself reported, from dagster-dbt's message (its "Errors parsed from dbt logs:"
+    section, else the debug log it names), instead of that message's first line, which names only the command."""
+    _, marker, parsed = message.partition("Errors parsed from dbt logs:")
+    if marker and one_line(parsed) != "(no message)":
+        return one_line(parsed)
+    log = message.split("view the dbt debug log: ", 1)[1].split(",")[0].rstrip(".").strip() \
+        if "view the dbt debug log: " in message else ""
+    try:
+        with open(log, errors="replace") as handle:
+            errors = [line.strip() for line in handle if "[error]" in line.lower() or "Error" in line.split(":", 1)[0]]
+    except OSError:
+        errors = []
+    return errors[0] if errors else one_line(message)
 
 
 def _raised_by(error: BaseException, classes: tuple[tuple[str, str], ...]) -> bool:

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.catalog import Lake
-from core.locks import exclusive
-from core.postgres import connection, describe_dsn, table_identifier
+from core.locks import exclusive, exclusive_or_refuse
+from core.postgres import SourceUnavailable, connect, connection, describe_dsn, table_identifier
 from core.settings import SourceTables, settings
 from kfs.console import CONSOLE_WIDTH, UsageError, one_line
 from kfs.interrupts import stop_child_processes, stop_if_interrupted
@@ -38,13 +38,33 @@ from orchestration.recovery import local_run_tags, reclaim_dead_runs
 from source.pg_server import source_dsn
 
 
+def private_folder(folder: Path) -> Path:
+    """`folder`, created or narrowed to its owner: the logs, Dagster's storage and the warehouse hold queries,
+    row values and run configuration that other users of the machine have no business reading."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077 and folder.stat().st_uid == os.getuid():
+        folder.chmod(0o700)
+    return folder
+
+
+def _owner_only(path: Path) -> None:
+    if path.exists() and path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+        path.chmod(0o600)
+
+
 def ensure_dagster_home() -> None:
     """DAGSTER_HOME (default $KFS_HOME/dagster) with the instance configuration of the settings (SQLite
     storage locally, PostgreSQL in `prod`: orchestration/instance.py)."""
 
+    storage = settings().dagster_storage_dsn
+    if storage:   # `prod`: Dagster's storage in PostgreSQL; unreachable is one line naming the variable
+        try:
+            connect(storage).close()
+        except SourceUnavailable as error:
+            raise UsageError(f"Dagster's storage (KFS_DAGSTER_PG_DSN, else KFS_PG_DSN): {error}") from None
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(settings().dagster_home)
-    home = Path(os.environ["DAGSTER_HOME"])
+    home = private_folder(Path(os.environ["DAGSTER_HOME"]))
     with exclusive("dagster_instance"):  # two first runs at once must not both create the storage
         write_instance_config(home)
         dg.DagsterInstance.get().dispose()
@@ -67,6 +87,23 @@ def check_partition_range(start: date, end: date, today: date) -> None:
         raise UsageError(f"--end {end} is in the future: the last partition is today, {today} (UTC)")
 
 
+def check_warehouse(path: Path) -> None:
+    """A warehouse DuckDB cannot open (damaged, truncated, not DuckDB) stops the run before dbt, with the fix: it
+    holds only dbt's views over the lake, so deleting it loses nothing and the run rebuilds it."""
+    import duckdb
+
+    if not path.exists():
+        return
+    try:
+        duckdb.connect(str(path), read_only=True).close()
+    except duckdb.Error as error:
+        text = one_line(str(error))
+        if "lock" in text.lower():   # another run has it open: the pools order the writers, nothing is damaged
+            return
+        raise UsageError(f"the warehouse {path} cannot be opened ({text}); it holds only dbt's views over the lake: "
+                         f"delete it (rm {path}) and rerun, which rebuilds it") from None
+
+
 def check_source_tables(dsn: str, tables: SourceTables) -> None:
     """Every configured source table exists: a one-line error naming the table and its variable otherwise."""
     with connection(dsn) as conn:
@@ -86,6 +123,8 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
     Lake().check_reachable()
     if "ingest" in stages:
         check_source_tables(source_dsn(), settings().tables)
+    if "features" in stages:
+        check_warehouse(settings().warehouse)
     ensure_dagster_home()
 
     instance = dg.DagsterInstance.get()
@@ -97,8 +136,7 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
     steps = (len(days) + 1 if "ingest" in stages else 0) + (1 if "features" in stages else 0)
     # dagster-dbt echoes every dbt log line to stdout; keep the terminal to the progress bar and the
     # summary, and the dbt lines in a log file (the Dagster UI has them too, per run).
-    dbt_log = settings().home / "logs" / "dbt.log"
-    dbt_log.parent.mkdir(parents=True, exist_ok=True)
+    dbt_log = private_folder(settings().home / "logs") / "dbt.log"
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=terminal, transient=quiet, disable=quiet) as progress:
         task = progress.add_task("materializing", total=steps)
@@ -128,6 +166,7 @@ def materialize_range(start: date, end: date, quiet: bool = False, stages: tuple
                 results.append(defs.resolve_job_def("feature_store_job").execute_in_process(
                     instance=instance, run_config=QUIET_RUN,
                     tags={**tags, **partition_range_tags(start, end)}))
+            _owner_only(settings().warehouse)
             progress.advance(task)
     return results
 
@@ -252,7 +291,9 @@ def run_training_job(console: Console, profile: str = "nightly", seconds: float 
 
     overrides = {key: value for key, value in (("steps", steps), ("seconds", seconds)) if value is not None}
     run_config = {**QUIET_RUN, "ops": {"trained_policy": {"config": {"profile": profile, **overrides}}}}
-    with console.status(f"training ({profile} profile), validating and publishing the policy", spinner="dots"):
+    # Two runs would write the same candidate (models/candidates/latest) and validate each other's: one at a time.
+    with exclusive_or_refuse(Lake().training_lock(), "a `kfs train` on this lake"), \
+            console.status(f"training ({profile} profile), validating and publishing the policy", spinner="dots"):
         return defs.resolve_job_def("training_job").execute_in_process(
             instance=dg.DagsterInstance.get(), run_config=run_config, tags=local_run_tags())
 

@@ -8,7 +8,10 @@ from core.settings import settings
 # parameter is marked beta in Dagster 1.13. Silence exactly that notice, nothing else.
 warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy` .* is currently in beta")
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=settings().partitions_start.isoformat(), timezone="UTC")
+# end_offset=1: today is a partition too (Dagster's default stops at yesterday), so today's rows can be ingested
+# now and again tomorrow, when the nightly run's late-data window re-ingests them whole.
+daily_partitions = dg.DailyPartitionsDefinition(start_date=settings().partitions_start.isoformat(), timezone="UTC",
+                                                end_offset=1)
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

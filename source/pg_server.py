@@ -33,7 +33,7 @@ from pathlib import Path
 import psycopg
 import psycopg.sql
 
-from core.postgres import SourceUnavailable
+from core.postgres import SourceUnavailable, connect
 from core.settings import settings
 
 with warnings.catch_warnings():
@@ -147,7 +147,8 @@ class EmbeddedServer:
 
     # -- internals -------------------------------------------------------------------------
     def _ensure_database(self, name: str) -> None:
-        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+        # Retried like every connect of the read path: a server restarting under a running job comes back
+        with connect(self.dsn("postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if not exists:
                 conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))

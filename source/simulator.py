@@ -30,7 +30,16 @@ from psycopg import sql
 from core.markets import CATEGORIES
 from core.postgres import table_identifier
 from core.settings import SourceTables
-from source.simulator_defaults import DEFAULT_DAYS, DEFAULT_MARKETS, DEFAULT_SEED, DEFAULT_SIGNAL, EFFECTS
+from source.simulator_defaults import (
+    DEFAULT_DAYS,
+    DEFAULT_MARKETS,
+    DEFAULT_SEED,
+    DEFAULT_SIGNAL,
+    EARLIEST_START,
+    EFFECTS,
+    MAX_DAYS,
+    MAX_MARKETS,
+)
 from source.simulator_kernel import (
     BURST_GAP_MS,
     QUIET_GAP_MS,
@@ -74,10 +83,18 @@ class SimulationConfig:
             raise ValueError(f"unknown effect {', '.join(unknown)}; choose from {', '.join(EFFECTS)}")
         if self.markets < 1:
             raise ValueError(f"--markets must be at least 1, got {self.markets}")
-        if self.days < 1:
-            raise ValueError(f"--days must be at least 1, got {self.days}")
+        if self.markets > MAX_MARKETS:
+            raise ValueError(f"--markets must be at most {MAX_MARKETS}, got {self.markets}")
+        if not 1 <= self.days <= MAX_DAYS:
+            raise ValueError(f"--days must be between 1 and {MAX_DAYS}, got {self.days}")
         if not 0.0 <= self.signal <= 4.0:
             raise ValueError(f"--signal must be between 0 and 4, got {self.signal}")
+        earliest, latest = date.fromisoformat(EARLIEST_START), datetime.now(timezone.utc).date() + timedelta(days=MAX_DAYS)
+        if self.start < earliest:
+            raise ValueError(f"--start must be {earliest} or later (the source tables refuse earlier times), "
+                             f"got {self.start}")
+        if self.start + timedelta(days=self.days) > latest:
+            raise ValueError(f"the universe must end by {latest} (a year from today), got {self.start} + {self.days} days")
 
     @property
     def window_start_ms(self) -> int:

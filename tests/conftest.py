@@ -37,6 +37,9 @@ from source.ddl import create_source_tables
 _SESSION_CACHE = tempfile.mkdtemp(prefix="kfs-test-cache-")
 os.environ["KFS_CACHE"] = _SESSION_CACHE
 atexit.register(shutil.rmtree, _SESSION_CACHE, True)
+# Every model a test publishes is signed with this key, in this process and every subprocess (tests with a
+# KFS_HOME of their own would otherwise each generate a key and refuse the others' versions).
+os.environ.setdefault("KFS_MODEL_KEY", "kfs-test-session-model-key-" + "0" * 32)
 from kfs.universe import RunRecord, schema_tables, simulate_into  # noqa: E402
 from source.simulator import SimulationConfig, SimulationSummary  # noqa: E402
 from tests import run_once  # noqa: E402

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from core.catalog import Lake
-from kfs.console import console, err_console
+from kfs.console import UsageError, console, err_console
 from kfs.summaries import print_results
 from training.release.publish import LATENCY_BUDGET_P99_US
 from training.release.runs import run_evaluate
@@ -16,6 +16,8 @@ def run(args: argparse.Namespace) -> int:
     def progress(strategy: str, done: int, total: int) -> None:
         err_console.print(f"  scored {strategy} ({done}/{total})", highlight=False)
 
+    if args.json and Path(args.json).is_dir():
+        raise UsageError(f"--json {args.json} is a directory: name the file to write")
     budget = float("inf") if args.no_latency_check else LATENCY_BUDGET_P99_US
     err_console.print(f"evaluating on {args.split} markets: loading the version, then every strategy in the simulator",
                       highlight=False)

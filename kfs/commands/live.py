@@ -20,11 +20,14 @@ def run(args: argparse.Namespace) -> int:
     complete up to the last arrival."""
     if bool(args.recording) == bool(args.follow):
         raise UsageError("name recordings with --recording FILE... or follow the source tables with --follow")
-    if args.batch_events < 1:
-        raise UsageError("--batch-events must be at least 1")
+    folders = [p for p in args.recording or [] if Path(p).is_dir()]
+    if folders:
+        raise UsageError(f"--recording {', '.join(folders)} is a directory: name the recording files")
     missing = [p for p in args.recording or [] if not Path(p).is_file()]
     if missing:
         raise UsageError(f"no such file: {', '.join(missing)}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file: name a directory for features.parquet and decisions.parquet")
     server = PolicyServer(Lake(), **({"latency_budget_p99_us": float("inf")} if args.no_latency_check else {}))
     try:
         server.refresh()

@@ -24,7 +24,9 @@ def run(args: argparse.Namespace) -> int:
     end = parse_day(args.end, "--end") if args.end else today
     if end < start:
         raise UsageError(f"--end {end} is before --start {start}")
-    results = reconcile(source_dsn(), Lake(), current.tables, start, end,
+    lake = Lake()
+    lake.check_reachable()   # a missing bucket or refused keys: one line now, not a client error mid-count
+    results = reconcile(source_dsn(), lake, current.tables, start, end,
                         *valid_time_range_ms(current.partitions_start, today))
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))

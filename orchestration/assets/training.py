@@ -5,7 +5,6 @@ them (a `kfs` command, each step of the multiprocess executor, each dask worker)
 about four seconds each, for ingest and feature steps that never train.
 """
 
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -30,7 +29,7 @@ class TrainingRunConfig(dg.Config):
                       "profile; PPO steps and the time limit from the run config or KFS_TRAIN_STEPS / "
                       "KFS_TRAIN_SECONDS), device from KFS_TRAIN_DEVICE. Writes the candidate.")
 def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig, lake: LakeResource):
-    from training.evaluation.report import inline_image
+    from training.evaluation.report import inline_png
     from training.pipeline import config_from_settings, run_training
     from training.release.publish import published_stage
 
@@ -39,8 +38,11 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
             context.log.info(f"PPO iteration {iteration} ({curve['budget_share']:.0%} of its steps): episode P&L "
                              f"{curve['episode_pnl_cents']:.0f} c, {curve['steps_per_second']:.0f} steps/s")
 
-    summary = run_training(lake.lake(), config_from_settings(config.profile, config.seconds, config.steps),
+    the_lake = lake.lake()
+    summary = run_training(the_lake, config_from_settings(config.profile, config.seconds, config.steps),
                            progress=log_progress)
+    # Read through the lake: on object storage `summary["learning_curves"]` is an s3:// URL, not a local path.
+    curves_png = the_lake.read_bytes(the_lake.candidate() / "learning_curves.png")
     stages = summary["stages"]
     return dg.MaterializeResult(metadata={
         "steps": summary["steps"], "seconds": round(summary["seconds"], 1), "device": summary["device"],
@@ -50,7 +52,7 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
         "forecast_trader": summary["trader"]["rule"],
         "kept": published_stage(summary),
         "cut_short_by_time_limit": dg.MetadataValue.json(stages["cut_short_by_time_limit"]),
-        "learning_curves": dg.MetadataValue.md(inline_image(Path(summary["learning_curves"]), "learning curves")),
+        "learning_curves": dg.MetadataValue.md(inline_png(curves_png, "learning curves")),
     })
 
 
@@ -61,9 +63,9 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
 def policy_validation(context: dg.AssetExecutionContext, lake: LakeResource):
     from training.release.runs import run_validation
 
-    result = run_validation(lake.lake(), "validation")
-    with open(result["report"]) as handle:
-        report = handle.read()
+    the_lake = lake.lake()
+    result = run_validation(the_lake, "validation")
+    report = the_lake.read_bytes(the_lake.candidate() / "validation.md").decode()
     policy_row = next(r for r in result["table"] if r["strategy"] == "policy")
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.md(report),

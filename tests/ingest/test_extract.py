@@ -136,7 +136,8 @@ def test_a_process_killed_mid_write_leaves_the_partition_intact(small_universe, 
     finally:
         writer.wait(timeout=30)
     assert path.read_bytes() == before
-    leftovers = [p.name for p in path.parent.iterdir() if p.name != path.name]
+    manifest = f"{path.name}.manifest.json"   # the partition's checksum manifest, from the ingest before
+    leftovers = [p.name for p in path.parent.iterdir() if p.name not in (path.name, manifest)]
     if lake.remote:  # one PUT or none: nothing partial, nothing to clean
         assert leftovers == []
     else:
@@ -144,7 +145,8 @@ def test_a_process_killed_mid_write_leaves_the_partition_intact(small_universe, 
     assert lake.scan_parquet(lake.partition_files("raw_deltas")).select(pl.len()).collect().item() > 0
     ingest_partition(small_universe["dsn"], "deltas", DAYS[0], lake, small_universe["tables"])
     assert path.read_bytes() == before
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, manifest]
+    lake.verify(path)
 
 
 # -- bad input (DESIGN.md section 8, raw stage) ---------------------------------------------------------

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from core.catalog import Lake
 from core.postgres import table_identifier
-from ingest.extract import day_bounds_ms, ingest_partition
+from ingest.extract import day_bounds_ms, ingest_markets, ingest_partition
 from ingest.quarantine import check_trades, parse_book
 
 DAY = date(2026, 4, 7)
@@ -40,6 +40,8 @@ DAY = date(2026, 4, 7)
     ('{"0": 3}', "price_out_of_range"),
     ('{"-5": 3}', "price_out_of_range"),
     ('{"50": -1}', "negative_size"),
+    ('{"50": 9223372036854775807}', "size_out_of_range"),   # fits int64, but a depth sum of two would not
+    ('{"50": 1000000000001}', "size_out_of_range"),
     ("[[50, 3]]", "malformed_book"),
     ('{"50": 3', "malformed_book"),
     ("[" * 100_000, "malformed_book"),
@@ -86,6 +88,60 @@ def test_oversized_sizes_and_ambiguous_keys_through_postgres(pg_dsn, fresh_table
     report = ingest_partition(pg_dsn, "snapshots", DAY, Lake(tmp_path), tables)
     assert report.reconciled and report.rows_written == 1
     assert report.quarantine_reasons == {"malformed_book": 1, "size_out_of_range": 2}
+
+
+def test_a_negative_sequence_is_quarantined_and_changes_no_other_row(pg_dsn, fresh_tables, tmp_path):
+    """A delta numbered -1 would sort before its session's snapshot and invalidate every later event of the
+    session: it is quarantined, and what is written equals the source without it."""
+    t0 = day_bounds_ms(DAY)[0] + 1000
+    snapshot = [(1, "KXA", t0, 0, '{"40": 5}', '{"55": 5}')]
+    deltas = [(1, "KXA", t0 + k, k, "yes", "update", 40, 5, 5 + k) for k in range(1, 20)]
+    hostile = (1, "KXA", t0 + 500, -1, "no", "update", 55, 5, 7)
+    lakes = {}
+    for name, rows in (("clean", deltas), ("hostile", deltas[:10] + [hostile] + deltas[10:])):
+        tables = fresh_tables(strict=False)
+        with psycopg.connect(pg_dsn) as conn:
+            _insert(conn, tables.snapshots, SNAPSHOT_COLUMNS, snapshot)
+            _insert(conn, tables.deltas, DELTA_COLUMNS, rows)
+        lakes[name] = Lake(tmp_path / name)
+        reports = [ingest_partition(pg_dsn, s, DAY, lakes[name], tables) for s in ("snapshots", "deltas")]
+        assert all(r.reconciled for r in reports)
+    assert reports[1].quarantine_reasons == {"negative_sequence": 1}
+    written = {name: pl.read_parquet(lake.raw_partition("deltas", DAY)).drop("id") for name, lake in lakes.items()}
+    assert written["hostile"].equals(written["clean"])
+
+
+def test_sizes_whose_sums_would_overflow_are_quarantined(pg_dsn, fresh_tables, tmp_path):
+    tables = fresh_tables(strict=False)
+    t0 = day_bounds_ms(DAY)[0] + 1000
+    with psycopg.connect(pg_dsn) as conn:
+        _insert(conn, tables.deltas, DELTA_COLUMNS, [
+            (1, "KXA", t0, 1, "yes", "update", 40, 0, 2**63 - 1),
+            (1, "KXA", t0 + 1, 2, "yes", "update", 40, 2**63 - 1, 0),
+            (1, "KXA", t0 + 2, 3, "yes", "update", 40, 0, 10**12),      # the largest size kept
+        ])
+        _insert(conn, tables.snapshots, SNAPSHOT_COLUMNS, [(1, "KXA", t0, 0, '{"40": 9223372036854775807}', "{}")])
+    lake = Lake(tmp_path)
+    deltas = ingest_partition(pg_dsn, "deltas", DAY, lake, tables)
+    snapshots = ingest_partition(pg_dsn, "snapshots", DAY, lake, tables)
+    assert deltas.reconciled and deltas.rows_written == 1 and deltas.quarantine_reasons == {"size_out_of_range": 2}
+    assert snapshots.reconciled and snapshots.quarantine_reasons == {"size_out_of_range": 1}
+
+
+def test_infinite_market_times_are_quarantined_and_sub_millisecond_times_kept(pg_dsn, fresh_tables, tmp_path):
+    tables = fresh_tables(strict=False)
+    with psycopg.connect(pg_dsn) as conn:
+        _insert(conn, tables.markets, ["ticker", "open_ts", "close_ts", "expected_expiration_ts"], [
+            ("KXINF", "2026-04-01", "2026-04-09", "infinity"),
+            ("KXNEGINF", "2026-04-01", "-infinity", None),
+            ("KXFINE", "2026-04-01 00:00:00.0005+00", "2026-04-09", "2026-04-10"),
+        ])
+    lake = Lake(tmp_path)
+    report = ingest_markets(pg_dsn, lake, tables)
+    assert report.reconciled and report.quarantine_reasons == {"invalid_timestamp": 2}
+    written = pl.read_parquet(lake.raw_markets())
+    assert written["ticker"].to_list() == ["KXFINE"] and "infinite_time" not in written.columns
+    assert written["open_ts"].dt.epoch("ms").to_list() == [day_bounds_ms(date(2026, 4, 1))[0]]
 
 
 def test_copies_across_the_day_boundary_are_duplicates_on_the_later_day(pg_dsn, fresh_tables, tmp_path):

@@ -162,3 +162,131 @@ def test_today_is_the_last_partition(capsys):
     tomorrow = datetime.now(timezone.utc).date() + timedelta(days=1)
     assert main(["materialize", "--start", date(2026, 1, 1).isoformat(), "--end", tomorrow.isoformat()]) == 2
     assert "in the future" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, argument", [
+    (["simulate", "--days", "100000"], "--days"),
+    (["simulate", "--days", "0"], "--days"),
+    (["simulate", "--markets", "-3"], "--markets"),
+    (["simulate", "--signal", "nan"], "--signal"),
+    (["train", "--seconds", "-5"], "--seconds"),
+    (["train", "--seconds", "nan"], "--seconds"),
+    (["train", "--steps", "0"], "--steps"),
+    (["live", "--follow", "--poll", "-1"], "--poll"),
+    (["live", "--follow", "--reload-every", "nan"], "--reload-every"),
+    (["live", "--follow", "--batch-events", "0"], "--batch-events"),
+])
+def test_bad_numbers_are_refused_before_anything_runs(argv, argument, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and err[-1].startswith(f"kfs {argv[0]}: error: argument {argument}"), err
+
+
+def test_a_nan_train_seconds_setting_is_refused(monkeypatch):
+    from core.settings import SettingsError, settings
+
+    monkeypatch.setenv("KFS_TRAIN_SECONDS", "nan")
+    with pytest.raises(SettingsError, match="KFS_TRAIN_SECONDS must be a finite number"):
+        settings()
+
+
+def test_a_simulation_before_2020_is_refused_before_the_tables_are_dropped(pg_dsn, fresh_tables, tmp_path, monkeypatch,
+                                                                         capsys):
+    import psycopg
+
+    from tests.conftest import source_environment
+
+    tables = fresh_tables()
+    for key, value in source_environment(pg_dsn, tables, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    assert main(["simulate", "--markets", "2", "--days", "1", "--start", "2026-03-02"]) == 0
+    with psycopg.connect(pg_dsn) as conn:
+        before = conn.execute(f"SELECT count(*) FROM {tables.deltas}").fetchone()[0]
+    capsys.readouterr()
+    for start, message in (("1900-01-01", "--start must be 2020-01-02 or later"), ("2300-01-01", "must end by")):
+        assert main(["simulate", "--markets", "2", "--days", "1", "--start", start, "--replace"]) == 2
+        assert message in capsys.readouterr().err
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {tables.deltas}").fetchone()[0] == before > 0
+
+
+def test_a_directory_where_a_file_belongs_is_refused_at_once(tmp_path, capsys):
+    assert main(["evaluate", "--split", "validation", "--json", str(tmp_path)]) == 2
+    assert f"--json {tmp_path} is a directory" in capsys.readouterr().err
+    assert main(["live", "--recording", str(tmp_path)]) == 2
+    assert f"--recording {tmp_path} is a directory" in capsys.readouterr().err
+    (tmp_path / "recording.jsonl").write_text("")
+    (tmp_path / "out").write_text("")
+    assert main(["live", "--recording", str(tmp_path / "recording.jsonl"), "--out", str(tmp_path / "out")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_today_can_be_materialized_and_reconciled(small_env, capsys):
+    today = datetime.now(timezone.utc).date().isoformat()
+    assert main(["materialize", "--start", today, "--only", "ingest"]) == 0, capsys.readouterr().err
+    assert main(["reconcile", "--start", today]) == 0, capsys.readouterr().err
+    assert small_env.raw_partition("deltas", datetime.now(timezone.utc).date()).exists()
+
+
+def test_a_second_training_run_on_a_lake_is_refused_at_once(tmp_path, monkeypatch, capsys):
+    from core.catalog import Lake
+    from core.locks import exclusive_or_refuse
+
+    monkeypatch.setenv("KFS_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("KFS_HOME", str(tmp_path / "home"))
+    with exclusive_or_refuse(Lake().training_lock(), "a `kfs train` on this lake"):
+        assert main(["train", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert f"a `kfs train` on this lake is already running (pid {os.getpid()}" in err
+    assert not Lake().candidate().exists()
+
+
+def test_a_damaged_warehouse_is_one_line_with_the_fix(small_env, tmp_path, capsys):
+    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse.write_bytes(os.urandom(8192))
+    assert main(["materialize", "--start", SMALL_START.isoformat(), "--only", "features"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"the warehouse {warehouse} cannot be opened" in err and f"rm {warehouse}" in err
+
+
+def test_a_dbt_failure_shows_dbt_s_own_first_error(tmp_path):
+    from kfs.cli import dbt_error_line
+
+    parsed = ("The dbt CLI process with command\n\n`dbt build`\n\nfailed with exit code `1`. Check the stdout.\n\n"
+              "Errors parsed from dbt logs:\n\nRuntime Error in model markets (models/marts/markets.sql)\n\n  more")
+    assert dbt_error_line(parsed) == "Runtime Error in model markets (models/marts/markets.sql)"
+    log = tmp_path / "dbt.log"
+    log.write_text("12:00:00  Running with dbt=1.11\n12:00:01  [error] Catalog Error: Table with name x does not exist\n")
+    from_log = f"The dbt CLI process with command\n\n`dbt build`\n\nfailed, or view the dbt debug log: {log}."
+    assert dbt_error_line(from_log) == "12:00:01  [error] Catalog Error: Table with name x does not exist"
+
+
+def test_a_failed_blocking_check_is_named():
+    from dagster._core.errors import DagsterAssetCheckFailedError
+
+    error = DagsterAssetCheckFailedError("1 blocking asset check failed with ERROR severity:\nfeatures_events: depth_sums_not_null")
+    assert describe_error(error) == (1, "1 blocking asset check failed with ERROR severity: features_events: "
+                                        "depth_sums_not_null")
+
+
+def test_an_unreachable_dagster_storage_is_one_line_naming_its_variable(pg_dsn, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KFS_ENV", "prod")
+    monkeypatch.setenv("KFS_PG_DSN", pg_dsn)
+    monkeypatch.setenv("KFS_DAGSTER_PG_DSN", "postgresql://dagster:hunter2secret@127.0.0.1:1/dagster")
+    monkeypatch.setenv("KFS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KFS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv("KFS_LAKE", str(tmp_path / "lake"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["materialize", "--start", SMALL_START.isoformat(), "--only", "features"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "KFS_DAGSTER_PG_DSN" in err and "hunter2secret" not in err
+
+
+def test_refused_object_storage_keys_on_reconcile_are_one_line(pg_dsn, s3_lake, monkeypatch, capsys):
+    monkeypatch.setenv("KFS_PG_DSN", pg_dsn)
+    monkeypatch.setenv("KFS_LAKE", s3_lake)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
+    assert main(["reconcile"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "denied" in err and "not-the-key" not in err

@@ -36,12 +36,15 @@ def test_concurrent_registry_updates_are_all_kept(backend, request, tmp_path_fac
 
 
 def test_train_validate_publish_and_serve_with_the_lake_in_a_bucket(built_store, object_store, s3_lake, tmp_path):
+    """The training job's own assets (what `kfs train` runs, the README's cluster walk-through), on a bucket."""
+    import dagster as dg
+
     from core.catalog import Lake
     from core.object_store import s3_filesystem
+    from orchestration.assets.training import policy_validation, published_policy, trained_policy
+    from orchestration.resources import LakeResource
     from training.data.cache import load_market_data
-    from training.pipeline import quick_config, run_training
     from training.release.publish import PRODUCTION, read_registry
-    from training.release.runs import run_publish, run_validation
     from training.release.serving import PolicyServer
 
     _, local, _ = built_store
@@ -54,23 +57,25 @@ def test_train_validate_publish_and_serve_with_the_lake_in_a_bucket(built_store,
     data = load_market_data(lake)
     assert sum(len(m.time_ms) for m in data.markets.values()) == \
         sum(len(m.time_ms) for m in load_market_data(local).markets.values())
-    summary = run_training(lake, quick_config(ppo_steps=32 * 32 * 2, seed=3, large_hidden=None), data=data)
+    run = dg.materialize([trained_policy, policy_validation, published_policy], resources={"lake": LakeResource(root=s3_lake)},
+                         run_config={"ops": {"trained_policy": {"config": {"profile": "smoke", "steps": 32 * 32 * 2}}}},
+                         raise_on_error=True)
+    assert run.success
+    trained = {m.asset_key.to_user_string(): m.metadata for m in run.asset_materializations_for_node("trained_policy")}
+    assert trained["trained_policy"]["learning_curves"].value.startswith("![learning curves](data:image/png;base64,")
     candidate = lake.candidate().path
-    assert {"policy_state.pt", "training.json", "learning_curves.csv", "learning_curves.png"} <= \
-        {name.rsplit("/", 1)[1] for name in filesystem.ls(candidate)}
-    assert summary["learning_curves"].startswith("s3://")
-    validation = run_validation(lake, "validation", data=data)
-    assert validation["report"].startswith("s3://") and filesystem.exists(f"{candidate}/validation.json")
-    manifest = run_publish(lake, data=data)
+    assert {"policy_state.pt", "training.json", "learning_curves.csv", "learning_curves.png", "validation.json",
+            "validation.md"} <= {name.rsplit("/", 1)[1] for name in filesystem.ls(candidate)}
 
-    version = manifest["version"]
+    (published,) = run.asset_materializations_for_node("published_policy")
+    version = published.metadata["version"].value
     files = {name.rsplit("/", 1)[1] for name in filesystem.ls(lake.model_version(version).path)}
     assert {"manifest.json", "policy_int8.pt", "policy_fp32.pt", "behaviour_check.pt"} <= files
     registry = read_registry(lake)
     assert [entry["version"] for entry in registry["versions"]] == [version]
-    assert (registry["aliases"].get(PRODUCTION) == version) == manifest["promotion"]["promoted"]
+    assert (registry["aliases"].get(PRODUCTION) == version) == published.metadata["promoted"].value
     # No latency budget: this test is about storage, and CI runs it beside other tests on two cores
     server = PolicyServer(lake, alias=PRODUCTION, latency_budget_p99_us=float("inf"))
-    model, loaded = server.load_version(version)       # downloaded, checksums and recorded behaviour verified
+    model, loaded = server.load_version(version)       # downloaded, signature, checksums and behaviour verified
     assert loaded["version"] == version and model is not None
     assert not (tmp_path / "s3:").exists()

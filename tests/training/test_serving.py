@@ -11,6 +11,7 @@ import torch
 from tests.training.test_publish import _validation, _with_usable_stage
 from training.release.publish import PRODUCTION, publish, read_registry, sha256_of
 from training.release.serving import PolicyLoadError, PolicyServer
+from training.release.signing import manifest_digest, model_key, sign_entry
 
 WINNING = _validation(0.5, 0.5)
 NO_BUDGET = float("inf")  # latency is its own test; a loaded CI machine must not decide these
@@ -54,6 +55,21 @@ def _reseal(lake, version: str, name: str) -> None:
     lake.write_json(manifest_path, manifest)
 
 
+def _resign(lake, version: str, promoted: bool | None = None) -> None:
+    """What only a holder of the model key can do: sign the version's current manifest in the registry (so
+    that the checks behind the signature are tested on their own)."""
+    digest = manifest_digest((lake.model_version(version) / "manifest.json").read_bytes())
+
+    def change(registry: dict) -> dict:
+        for entry in registry["versions"]:
+            if entry["version"] == version:
+                entry["promoted"] = entry["promoted"] if promoted is None else promoted
+                entry["manifest_sha256"] = digest
+                entry["signature"] = sign_entry(model_key(), version, digest, entry["promoted"])
+        return registry
+    lake.update_json(lake.model_registry(), change)
+
+
 def _flip_bytes_inside_the_archive(path) -> None:
     """Change a stored weight tensor inside the TorchScript zip, keeping the archive valid."""
     with zipfile.ZipFile(path) as archive:
@@ -95,6 +111,7 @@ def test_a_foreign_valid_torchscript_is_refused_by_behaviour(serving, foreign, r
     served, tampered = server.version, publish_promoted()
     torch.jit.script(foreign()).save(str(lake.model_version(tampered) / "policy_int8.pt"))
     _reseal(lake, tampered, "policy_int8.pt")
+    _resign(lake, tampered)
     _refused(server, served, reason, obs)
 
 
@@ -109,6 +126,7 @@ def test_a_manifest_for_another_schema_or_width_is_refused(serving, field, value
     manifest = lake.read_json(path)
     manifest[field] = value
     lake.write_json(path, manifest)
+    _resign(lake, tampered)
     _refused(server, served, reason, obs)
 
 
@@ -119,3 +137,123 @@ def test_without_a_served_model_a_bad_version_raises_one_clear_error(serving):
     fresh = PolicyServer(lake, latency_budget_p99_us=NO_BUDGET)
     with pytest.raises(PolicyLoadError, match="sha256"):
         fresh.refresh()
+
+
+def _swap_in_always_buys(lake, version: str) -> None:
+    """F9 of the adversarial review: a foreign model, its behaviour check rewritten to match, both checksums
+    updated in the manifest: every check inside the version's folder agrees."""
+    folder = lake.model_version(version)
+    model = torch.jit.script(AlwaysBuys())
+    model.save(str(folder / "policy_int8.pt"))
+    recorded = torch.load(folder / "behaviour_check.pt", weights_only=True)
+    recorded["actions"] = model(recorded["obs"], recorded["live"])
+    torch.save(recorded, folder / "behaviour_check.pt")
+    _reseal(lake, version, "policy_int8.pt")
+    _reseal(lake, version, "behaviour_check.pt")
+
+
+def test_a_swapped_model_with_a_matching_manifest_is_refused_by_the_signed_registry(serving):
+    lake, server, publish_promoted, obs = serving
+    served, tampered = server.version, publish_promoted()
+    _swap_in_always_buys(lake, tampered)
+    _refused(server, served, "not the manifest that was published", obs)
+
+
+def test_a_forged_registry_entry_or_another_key_is_refused(serving, monkeypatch):
+    lake, server, publish_promoted, obs = serving
+    served, tampered = server.version, publish_promoted()
+    _swap_in_always_buys(lake, tampered)
+
+    def forge(registry: dict) -> dict:   # the digest of the new manifest, without the key
+        for entry in registry["versions"]:
+            if entry["version"] == tampered:
+                entry["manifest_sha256"] = manifest_digest((lake.model_version(tampered) / "manifest.json").read_bytes())
+        return registry
+    lake.update_json(lake.model_registry(), forge)
+    _refused(server, served, "signature does not verify", obs)
+    honest = publish_promoted()
+    monkeypatch.setenv("KFS_MODEL_KEY", "another-key-" + "9" * 32)
+    fresh = PolicyServer(lake, latency_budget_p99_us=NO_BUDGET)
+    with pytest.raises(PolicyLoadError, match=f"{honest}: the registry entry's signature does not verify"):
+        fresh.refresh()
+
+
+def test_the_alias_serves_only_a_version_signed_as_promoted(serving):
+    lake, server, publish_promoted, obs = serving
+    served, refused = server.version, publish_promoted()
+    _resign(lake, refused, promoted=False)      # what the gate said about it, signed
+    _refused(server, served, "did not promote", obs)
+
+
+@pytest.mark.parametrize("artifact", ["/any/absolute/path/evil.pt", "../evil.pt", "sub/evil.pt", ".."])
+def test_an_artifact_outside_its_version_folder_is_refused_even_when_signed(serving, tmp_path, artifact):
+    lake, server, publish_promoted, obs = serving
+    served, tampered = server.version, publish_promoted()
+    folder = lake.model_version(tampered)
+    path = folder / "manifest.json"
+    manifest = lake.read_json(path)
+    manifest["artifact"] = artifact
+    manifest["sha256"][artifact] = manifest["sha256"]["policy_int8.pt"]
+    lake.write_json(path, manifest)
+    _resign(lake, tampered)
+    _refused(server, served, "inside the version's folder", obs)
+
+
+def test_a_linked_artifact_is_refused(serving, tmp_path):
+    lake, server, publish_promoted, obs = serving
+    served, tampered = server.version, publish_promoted()
+    folder = lake.model_version(tampered)
+    outside = tmp_path / "elsewhere.pt"
+    outside.write_bytes((folder / "policy_int8.pt").read_bytes())
+    (folder / "policy_int8.pt").unlink()
+    (folder / "policy_int8.pt").symlink_to(outside)
+    _refused(server, served, "leads outside", obs)
+
+
+def test_a_pickle_as_behaviour_check_is_named_and_never_run(serving, tmp_path):
+    import pickle
+
+    lake, server, publish_promoted, obs = serving
+    served, tampered = server.version, publish_promoted()
+    marker = tmp_path / "ran"
+    (lake.model_version(tampered) / "behaviour_check.pt").write_bytes(
+        pickle.dumps(_Touch(str(marker))))
+    _reseal(lake, tampered, "behaviour_check.pt")
+    _resign(lake, tampered)
+    _refused(server, served, "cannot load behaviour_check.pt", obs)
+    assert not marker.exists()
+
+
+class _Touch:
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("registry, reason", [
+    ("[1, 2]", "a JSON list, not an object"),
+    ('{"versions": [], "aliases": {"production": 7}}', "'aliases' is not an object of version names"),
+    ("{not json", "is not JSON"),
+])
+def test_a_registry_that_is_not_one_is_refused_in_one_line(serving, registry, reason):
+    lake, server, _, obs = serving
+    served = server.version
+    lake.model_registry().write_text(registry)
+    _refused(server, served, reason, obs)
+
+
+def test_a_generated_key_is_private_to_its_owner(tmp_path, monkeypatch):
+    from training.release.signing import SignatureError
+
+    monkeypatch.delenv("KFS_MODEL_KEY", raising=False)
+    monkeypatch.setenv("KFS_HOME", str(tmp_path / "home"))
+    with pytest.raises(SignatureError, match="no model key"):
+        model_key()
+    key = model_key(create=True)
+    path = tmp_path / "home" / "model.key"
+    assert (path.stat().st_mode & 0o777) == 0o600 and len(key) == 64 and model_key() == key
+    path.chmod(0o644)
+    with pytest.raises(SignatureError, match="readable by others"):
+        model_key()

@@ -46,7 +46,7 @@ def load_market_data(lake: Lake | None = None, splits: tuple[str, ...] = ("train
     read of every event gives (tested)."""
     lake = lake or Lake()
     markets = store.load_markets(lake).filter(pl.col("split").is_in(list(splits)))
-    files = lake.partition_files("features_events")
+    files = lake.verified_partition_files("features_events")
     if not files:
         raise FileNotFoundError(f"no event features under {lake.location('features_events')}: run `kfs materialize` first")
     key = _cache_key(lake, files, splits, min_events)

@@ -113,8 +113,12 @@ def _markdown_table(header, rows) -> list[str]:
 
 def inline_image(path: Path, title: str) -> str:
     """A markdown image with the PNG inline (data URI): Dagster's UI renders it without file access."""
-    encoded = base64.b64encode(Path(path).read_bytes()).decode()
-    return f"![{title}](data:image/png;base64,{encoded})"
+    return inline_png(Path(path).read_bytes(), title)
+
+
+def inline_png(png: bytes, title: str) -> str:
+    """`inline_image` of PNG bytes (read through the lake: a bucket's files are no local paths)."""
+    return f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 def stage_rows(stages: dict) -> tuple[tuple[str, ...], list[list[str]]]:

@@ -6,7 +6,8 @@ the registry ({"versions": [...], "aliases": {"production": version}}). Every ve
 read) the policy's 95% CI is above zero, it is non-inferior to the best single-feature rule and to the forecast
 trader it was warm-started from (Holm-adjusted paired intervals, low end above -NON_INFERIORITY_MARGIN), the
 stage it publishes was usable on the select markets, and its int8 p99 latency is within budget (1 ms, batch
-1, one thread). The decision names the published stage and lists every comparison.
+1, one thread). The decision names the published stage and lists every comparison. Each registry entry
+carries its manifest's sha256, signed (training/release/signing.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from core.catalog import Lake, write_json_atomic
 from features.schema import EVENT_COLUMNS, EVENTS_SCHEMA_VERSION
 from training.environment.spaces import MAX_SLOTS, POSITION_FEATURES
 from training.learners.policy import GreedyPolicy, MarketPolicy
+from training.release.signing import manifest_digest, model_key, sign_entry
 
 LATENCY_BUDGET_P99_US = 1000.0
 PRODUCTION = "production"
@@ -202,7 +204,34 @@ def empty_registry() -> dict:
 
 def read_registry(lake: Lake) -> dict:
     path = lake.model_registry()
-    return lake.read_json(path) if lake.exists(path) else empty_registry()
+    if not lake.exists(path):
+        return empty_registry()
+    try:
+        registry = lake.read_json(path)
+    except ValueError as error:
+        raise ValueError(f"{path} is not JSON ({error}): restore it from a backup, or move it aside and republish") from None
+    problem = registry_problem(registry)
+    if problem:
+        raise ValueError(f"{path} is not a model registry: {problem}")
+    return registry
+
+
+def registry_problem(registry) -> str | None:
+    """What makes `registry` something other than {"versions": [{"version": str, ...}], "aliases": {str: str}}."""
+    if not isinstance(registry, dict):
+        return f"a JSON {type(registry).__name__}, not an object"
+    versions, aliases = registry.get("versions"), registry.get("aliases")
+    if not isinstance(versions, list) or not all(isinstance(v, dict) and isinstance(v.get("version"), str)
+                                                 for v in versions):
+        return "'versions' is not a list of entries with a version name"
+    if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
+        return "'aliases' is not an object of version names"
+    return None
+
+
+def registry_entry(registry: dict, version: str) -> dict | None:
+    entries = [entry for entry in registry["versions"] if entry["version"] == version]
+    return entries[-1] if entries else None
 
 
 def new_version() -> str:
@@ -214,19 +243,26 @@ def publish(lake: Lake, policy: nn.Module, feature_names: list[str], mean, std, 
             latency_budget_p99_us: float = LATENCY_BUDGET_P99_US) -> dict:
     """Write artifacts and manifest for a new version, register it, move `production` if the gate passes."""
     version = new_version()
+    key = model_key(create=True)   # before any work: a publisher without its key fails now
     if lake.exists(lake.model_version(version) / "manifest.json"):
         raise FileExistsError(f"model version {version} exists already")
     with lake.local_folder(lake.model_version(version), last=("manifest.json",)) as folder:
         manifest = _write_version(folder, version, policy, feature_names, mean, std, partitions, training, validation,
                                   validation_obs, latency_budget_p99_us)
+        digest = manifest_digest((folder / "manifest.json").read_bytes())
     # The registry moves after every file of the version is in place; the update never loses a concurrent
     # publisher's entry (an exclusive lock locally, a conditional PUT on object storage).
-    promoted = manifest["promotion"]["promoted"]
+    promoted = manifest["promotion"]["promoted"] is True
+    signature = sign_entry(key, version, digest, promoted)
 
     def register(registry: dict | None) -> dict:
         registry = registry or empty_registry()
+        problem = registry_problem(registry)
+        if problem:
+            raise ValueError(f"{lake.model_registry()} is not a model registry: {problem}")
         registry["versions"].append({"version": version, "path": version, "created_at": manifest["created_at"],
-                                     "promoted": promoted, "reasons": manifest["promotion"]["reasons"]})
+                                     "promoted": promoted, "reasons": manifest["promotion"]["reasons"],
+                                     "manifest_sha256": digest, "signature": signature})
         if promoted:
             registry["aliases"][PRODUCTION] = version
         return registry

@@ -4,8 +4,11 @@ A trading process keeps one `PolicyServer`; `act()` always uses a model that pas
 `refresh()` looks at the registry: when the alias points at a new version, the version is verified before
 anything of it runs, then swapped in under a lock:
 
+0. the registry entry is signed with this process's model key and names this manifest (sha256), and a
+   production alias points at a version its signed entry calls promoted (training/release/signing.py);
 1. the manifest was built for the feature schema this process computes (schema hash and input width);
-2. every artifact's sha256 matches the manifest (a flipped byte is refused before `torch.jit.load`);
+2. every artifact is a file of the version's own folder and its sha256 matches the manifest (a flipped byte
+   is refused before `torch.jit.load`);
 3. the model reproduces its own recorded actions on recorded observations (a foreign or swapped model
    that still loads is refused), with the right output shape and within the latency budget.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import torch
 
@@ -29,8 +33,11 @@ from training.release.publish import (
     feature_schema_hash,
     latency_us,
     quiet_torch_deprecations,
+    read_registry,
+    registry_entry,
     sha256_of,
 )
+from training.release.signing import SignatureError, model_key, verify_entry
 
 MIN_BEHAVIOUR_AGREEMENT = 0.98  # int8 kernels may differ in a rare tie across CPUs; a different model cannot
 
@@ -56,25 +63,34 @@ class PolicyServer:
         registry_path = self.lake.model_registry()
         if not self.lake.exists(registry_path):
             raise PolicyLoadError(f"no model registry at {registry_path}")
-        registry = self.lake.read_json(registry_path)
-        version = registry.get("aliases", {}).get(self.alias)
+        try:
+            registry = read_registry(self.lake)
+        except ValueError as error:
+            raise PolicyLoadError(str(error)) from None
+        version = registry["aliases"].get(self.alias)
         if version is None:
             raise PolicyLoadError(f"alias {self.alias!r} points at no version yet")
         return version
 
-    def load_version(self, version: str) -> tuple[torch.jit.ScriptModule, dict]:
-        """A version's int8 model and manifest, after every check of the module docstring (raises PolicyLoadError)."""
+    def load_version(self, version: str, require_promoted: bool = False) -> tuple[torch.jit.ScriptModule, dict]:
+        """A version's int8 model and manifest, after every check of the module docstring (raises PolicyLoadError);
+        `require_promoted`: only a version whose signed registry entry says the gate promoted it."""
         # On object storage, a local copy of the version's files (the checks below verify what was copied).
         folder = self.lake.local_copy(self.lake.model_version(version))
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = self._signed_manifest(version, folder, require_promoted)
         _check_schema(version, manifest)
-        _check_checksums(version, manifest, folder, (manifest["artifact"], manifest["behaviour_check"]))
+        artifact = _artifact(version, manifest, folder, "artifact")
+        behaviour = _artifact(version, manifest, folder, "behaviour_check")
+        _check_checksums(version, manifest, folder, (artifact.name, behaviour.name))
         quiet_torch_deprecations()
         try:
-            model = torch.jit.load(str(folder / manifest["artifact"]), map_location="cpu")
-            recorded = torch.load(folder / manifest["behaviour_check"], weights_only=True)
+            model = torch.jit.load(str(artifact), map_location="cpu")
         except Exception as error:  # any broken or foreign file: refuse it, keep serving the old model
-            raise PolicyLoadError(f"{version}: cannot load {manifest['artifact']}: {error}") from None
+            raise PolicyLoadError(f"{version}: cannot load {artifact.name}: {one_line(error)}") from None
+        try:
+            recorded = torch.load(behaviour, weights_only=True)
+        except Exception as error:  # noqa: BLE001 - a pickle of arbitrary objects is refused, never run
+            raise PolicyLoadError(f"{version}: cannot load {behaviour.name}: {one_line(error)}") from None
         _check_behaviour(version, model, recorded)
         latency = latency_us(model, len(MODEL_FEATURES), calls=500)
         self.measured_latency_us = latency
@@ -83,19 +99,38 @@ class PolicyServer:
                                   "(measured on this machine; a loaded machine measures more)")
         return model, manifest
 
+    def _signed_manifest(self, version: str, folder, require_promoted: bool) -> dict:
+        try:
+            entry = registry_entry(read_registry(self.lake), version)
+            if entry is None:
+                raise PolicyLoadError(f"{version}: not in the model registry")
+            manifest_bytes = (folder / "manifest.json").read_bytes()
+            verify_entry(entry, manifest_bytes, model_key())
+        except (SignatureError, ValueError, OSError) as error:
+            raise PolicyLoadError(str(error) if not isinstance(error, OSError) else f"{version}: {error}") from None
+        if require_promoted and entry.get("promoted") is not True:
+            raise PolicyLoadError(f"{version}: alias {self.alias!r} points at a version the gate did not promote")
+        try:
+            manifest = json.loads(manifest_bytes)
+        except ValueError:
+            manifest = None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("inputs"), dict):
+            raise PolicyLoadError(f"{version}: manifest.json is not a model manifest")
+        return manifest
+
     def load_twin(self, version: str, manifest: dict) -> torch.jit.ScriptModule:
         """A version's fp32 artifact, checksum verified: the float model the int8 one was quantized from, whose
         forecaster the forecast trader acts on when the version is evaluated."""
         folder = self.lake.local_copy(self.lake.model_version(version))
-        name = manifest.get("artifact_fp32")
-        if not name:
+        if not manifest.get("artifact_fp32"):
             raise PolicyLoadError(f"{version}: the manifest names no fp32 artifact")
-        _check_checksums(version, manifest, folder, (name,))
+        twin = _artifact(version, manifest, folder, "artifact_fp32")
+        _check_checksums(version, manifest, folder, (twin.name,))
         quiet_torch_deprecations()
         try:
-            return torch.jit.load(str(folder / name), map_location="cpu")
+            return torch.jit.load(str(twin), map_location="cpu")
         except Exception as error:  # noqa: BLE001 - a broken file is refused, with its reason
-            raise PolicyLoadError(f"{version}: cannot load {name}: {error}") from None
+            raise PolicyLoadError(f"{version}: cannot load {twin.name}: {one_line(error)}") from None
 
     def refresh(self) -> bool:
         """Load the alias's version if it changed; True when a new model was swapped in."""
@@ -103,7 +138,7 @@ class PolicyServer:
             version = self._target_version()
             if version == self.version:
                 return False
-            model, manifest = self.load_version(version)
+            model, manifest = self.load_version(version, require_promoted=self.alias == PRODUCTION)
         except Exception as error:  # noqa: BLE001 - a bad version must never take down a serving process
             self.last_error = str(error) if isinstance(error, PolicyLoadError) else f"{type(error).__name__}: {error}"
             if self._model is None:
@@ -139,8 +174,27 @@ def _check_schema(version: str, manifest: dict) -> None:
                               f"{MAX_SLOTS} x {len(MODEL_FEATURES) + POSITION_FEATURES}")
 
 
+def one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _artifact(version: str, manifest: dict, folder, field: str) -> Path:
+    """The file a manifest field names, only as a plain name inside the version's folder (no path, no link)."""
+    name = manifest.get(field)
+    folder = Path(folder)
+    if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise PolicyLoadError(f"{version}: {field} {name!r} is not a file name inside the version's folder")
+    path = folder / name
+    if path.is_symlink() or path.resolve().parent != folder.resolve():
+        raise PolicyLoadError(f"{version}: {field} {name!r} leads outside the version's folder")
+    return path
+
+
 def _check_checksums(version: str, manifest: dict, folder, names: tuple[str, ...]) -> None:
-    digests = manifest.get("sha256") or {}
+    digests = manifest.get("sha256")
+    if not isinstance(digests, dict):
+        raise PolicyLoadError(f"{version}: the manifest has no checksums")
     for name in names:
         if name not in digests:
             raise PolicyLoadError(f"{version}: the manifest has no checksum for {name}")
