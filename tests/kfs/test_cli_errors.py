@@ -265,7 +265,8 @@ def test_a_dbt_failure_shows_dbt_s_own_first_error(tmp_path):
 def test_a_failed_blocking_check_is_named():
     from dagster._core.errors import DagsterAssetCheckFailedError
 
-    error = DagsterAssetCheckFailedError("1 blocking asset check failed with ERROR severity:\nfeatures_events: depth_sums_not_null")
+    error = DagsterAssetCheckFailedError("1 blocking asset check failed with ERROR severity:\n"
+                                         "features_events: depth_sums_not_null")
     assert describe_error(error) == (1, "1 blocking asset check failed with ERROR severity: features_events: "
                                         "depth_sums_not_null")
 
