@@ -36,7 +36,8 @@ def test_writes_are_deterministic_and_leave_no_temporaries(tmp_path):
     first = target.read_bytes()
     lake.write_parquet(frame, target)
     assert target.read_bytes() == first
-    assert [p.name for p in target.parent.iterdir()] == [target.name]
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name, f"{target.name}.manifest.json"]
+    lake.verify(target)   # the manifest describes the file that is there
 
 
 @pytest.mark.parametrize("version", ["", "../etc", ".hidden", "a/b"])
