@@ -81,7 +81,7 @@ TRAINING_MODULES = {
     "training.environment.spaces", "training.data.market_data", "training.data.cache", "training.data.mapped_pages",
     "training.data.roles",
     "training.evaluation.baselines", "training.evaluation.scoring", "training.evaluation.report",
-    "training.release.publish", "training.profiles",
+    "training.release.publish", "training.release.signing", "training.profiles",
 }
 
 
