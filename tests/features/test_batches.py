@@ -84,3 +84,26 @@ def _day_ms(day) -> tuple[int, int]:
     from features.events import day_start_ms
 
     return day_start_ms(day), day_start_ms(day + timedelta(days=1))
+
+
+def test_the_range_checks_decide_on_the_narrow_columns_as_written(batched_lake):
+    """The suite reads numbers widened to 64 bits (GX's vectorized path); on a cent column (int16 in the
+    file) a value at its bound passes and one beyond it fails."""
+    from features.quality import checked_frame
+    from features.schema import EVENT_COLUMNS
+
+    day = batched_lake.read_parquet(batched_lake.event_partition(FIRST)).head(3_000)
+    assert {str(t) for t in checked_frame(day).schema.dtypes()} <= {"Int64", "Float64", "Boolean", "String"}
+    column = next(c for c in EVENT_COLUMNS if c.high is not None and day.schema[c.name] == pl.Int16)
+
+    def with_value(value):
+        return day.with_columns(pl.when(pl.int_range(pl.len()) == 7).then(pl.lit(value, pl.Int16))
+                                .otherwise(pl.col(column.name)).alias(column.name))
+
+    def range_failures(frame):  # the derived flags may object to the edited book too; only the range matters
+        return [f for f in validate_events(frame).failed
+                if f["expectation"] == "expect_column_values_to_be_between"]
+
+    assert range_failures(with_value(column.high)) == []
+    assert range_failures(with_value(column.high + 1)) == [
+        {"expectation": "expect_column_values_to_be_between", "column": column.name, "unexpected": 1}]

@@ -88,10 +88,47 @@ def browser_page():
         browser.close()
 
 
-def _dismiss_popups(page):
-    skip = page.get_by_role("button", name="Skip")
-    if skip.count():
-        skip.first.click()
+DISMISS_BUTTONS = ("Skip", "Close", "Dismiss", "Got it", "No thanks", "Not now")
+
+
+def _dismiss_popups(page, timeout_s: float = 30.0):
+    """Close whatever dialog the UI opens on its own (onboarding, announcements; they may appear a few seconds
+    after the page settles) until no overlay backdrop is left to swallow the next click."""
+    deadline = time.time() + timeout_s
+    quiet_since = None
+    while time.time() < deadline:
+        backdrops = page.locator(".bp5-overlay-backdrop")
+        if not any(backdrops.nth(i).is_visible() for i in range(backdrops.count())):
+            quiet_since = quiet_since or time.time()
+            if time.time() - quiet_since >= 2.0:  # settled: no dialog for two seconds
+                return
+            page.wait_for_timeout(250)
+            continue
+        quiet_since = None
+        buttons = [page.get_by_role("dialog").get_by_role("button", name=name) for name in DISMISS_BUTTONS]
+        button = next((b.first for b in buttons if b.count() and b.first.is_visible()), None)
+        if button is not None:
+            button.click()
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(500)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dagster_ui_dialog.png"))
+    pytest.fail(f"a dialog of the UI would not close; see {ARTIFACTS / 'dagster_ui_dialog.png'}")
+
+
+def _click_past_popups(page, target, attempts: int = 3):
+    """Click `target` once no dialog of the UI's own covers it; a dialog that opens in between is closed too."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        _dismiss_popups(page)
+        try:
+            target.click(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
 
 
 def test_every_asset_and_check_is_in_the_ui(dagster_ui, browser_page):
@@ -118,8 +155,7 @@ def test_a_partition_launched_from_the_ui_materializes(dagster_ui, browser_page)
     page = browser_page
     page.goto(f"http://127.0.0.1:{dagster_ui}/assets/raw_trades", wait_until="networkidle")
     page.wait_for_timeout(2000)
-    _dismiss_popups(page)
-    page.get_by_text("Materialize…").first.click()
+    _click_past_popups(page, page.get_by_text("Materialize…").first)
     dialog = page.get_by_role("dialog")
     dialog.get_by_text("Show all partitions").click()
     selector = dialog.locator("input[type=text]").first

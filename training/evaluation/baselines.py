@@ -170,20 +170,32 @@ def candidate_rules(data: MarketData, markets: list[MarketSeries]) -> list[Thres
     for j, name in enumerate(data.feature_names):
         values = stacked[:, j].astype(np.float64)
         for orientation in (1, -1):
-            x = orientation * values
+            quantile = _quantiles(orientation * values, GRID_QUANTILES)
             for tail in ENTRY_TAILS:
-                high, low = _f32(np.quantile(x, 1 - tail)), _f32(np.quantile(x, tail))
+                high, low = quantile[1 - tail], quantile[tail]
                 if high <= low:
                     continue
                 for width in EXIT_WIDTHS:
-                    exit_high = min(_f32(np.quantile(x, 1 - min(width * tail, 0.5))), high)
-                    exit_low = max(_f32(np.quantile(x, min(width * tail, 0.5))), low)
+                    exit_high = min(quantile[1 - min(width * tail, 0.5)], high)
+                    exit_low = max(quantile[min(width * tail, 0.5)], low)
                     for side in RULE_SIDES:
                         rules.append(ThresholdRule(
                             name, orientation,
                             high if side != "no_only" else np.inf, exit_high,
                             low if side != "yes_only" else -np.inf, exit_low, _f32(TRADABLE_DISTANCE)))
     return list(dict.fromkeys(rules))
+
+
+# Every quantile the grid reads, so that each feature's values are partitioned once, not once per threshold.
+GRID_QUANTILES = tuple(sorted({q for tail in ENTRY_TAILS for q in (tail, 1 - tail)}
+                              | {q for tail in ENTRY_TAILS for width in EXIT_WIDTHS
+                                 for q in (min(width * tail, 0.5), 1 - min(width * tail, 0.5))}))
+
+
+def _quantiles(x: np.ndarray, levels: tuple[float, ...]) -> dict[float, float]:
+    """float32-exact thresholds (`_f32`) at each level: numpy's quantile of many levels in one call computes
+    each one as its call of one level does."""
+    return {level: _f32(value) for level, value in zip(levels, np.quantile(x, levels))}
 
 
 def _f32(value: float) -> float:

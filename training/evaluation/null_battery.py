@@ -105,9 +105,7 @@ def _per_market(markets: list[MarketSeries], signals_of, rules: TradingRules) ->
 
 def _played(data: MarketData, markets: list[MarketSeries], act, rules: TradingRules) -> pl.DataFrame:
     """Per-market dollars of a torch actor, played by the evaluation's environment on `markets`."""
-    tickers = [m.ticker for m in markets]
-    frames = [scoring.play(data, role, act, rules, markets=tickers) for role in ROLES if data.of_role(role)]
-    windows = pl.concat([f for f in frames if f.height])
+    windows = scoring.play(data, ROLES, act, rules, markets=[m.ticker for m in markets])
     return scoring.market_metrics(windows).select("market_ticker", "return_dollars")
 
 

@@ -32,12 +32,15 @@ BOOTSTRAP_SAMPLES = 4000
 CONFIDENCE = 0.95
 
 
-def play(data: MarketData, split: str, act: ActionFn, rules: TradingRules = TradingRules(),
+def play(data: MarketData, split: str | tuple[str, ...], act: ActionFn, rules: TradingRules = TradingRules(),
          batch: int = 512, markets: list[str] | None = None, device: torch.device | str = "cpu") -> pl.DataFrame:
-    """P&L per (market, window) of `act` on every market of `split` (or the given ones), with each window's
-    path extremes (for drawdowns). Windows are stepped `batch` at a time, each one market in one slot (the
-    environment keeps one slot of per-step arrays: about 0.5 MB a window)."""
-    chosen = [m for m in sorted(data.of_role(split), key=lambda m: m.ticker) if markets is None or m.ticker in markets]
+    """P&L per (market, window) of `act` on every market of `split` (a role, or several: their markets in one
+    pass) or the given ones of it, with each window's path extremes (for drawdowns). Windows are stepped
+    `batch` at a time, each one market in one slot (the environment keeps one slot of per-step arrays: about
+    0.5 MB a window); a window's figures do not depend on the windows beside it."""
+    roles = (split,) if isinstance(split, str) else split
+    pool = [m for role in roles for m in data.of_role(role)]
+    chosen = [m for m in sorted(pool, key=lambda m: m.ticker) if markets is None or m.ticker in markets]
     # Windows are cut a batch at a time: their index arrays, made all at once, would grow with the history.
     windows = (w for m in chosen for w in market_windows(m))
     rows = []
