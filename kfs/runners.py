@@ -23,7 +23,7 @@ from core.locks import exclusive, exclusive_or_refuse
 from core.postgres import SourceUnavailable, connect, connection, describe_dsn, table_identifier
 from core.settings import SourceTables, settings
 from kfs.console import CONSOLE_WIDTH, UsageError, one_line
-from kfs.interrupts import stop_child_processes, stop_if_interrupted
+from kfs.interrupts import end_with_parent, stop_child_processes, stop_if_interrupted
 from orchestration.definitions import defs
 from orchestration.executors import (
     dask_scheduler,
@@ -215,7 +215,7 @@ def _run_processes(workers: int, log):
 
     with output_to(log):  # the pool's queues start multiprocessing's resource tracker, which outlives us
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_send_output_to, initargs=(str(log),))
+                                   initializer=_start_run_process, initargs=(str(log), os.getpid()))
     with pool:
         try:
             yield pool
@@ -228,8 +228,9 @@ def _run_processes(workers: int, log):
             raise
 
 
-def _send_output_to(log: str) -> None:
-
+def _start_run_process(log: str, parent_pid: int) -> None:
+    """A run process: its output to `log`, and it ends when `kfs` does, even killed with SIGKILL."""
+    end_with_parent(parent_pid)
     point_output_at(log)
 
 

@@ -25,15 +25,20 @@ def dagster_dsn(shared_server):
     return run_once.create_database(shared_server, f"dagster_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
 
 
-def materialize(small_universe, days, root: Path, **variables: str) -> subprocess.CompletedProcess:
-    """`kfs materialize` of `days` of the small universe, in a process of its own, with only these variables."""
+def _materialize_command(small_universe, days, root: Path, **variables: str) -> tuple[list[str], dict]:
+    """`kfs materialize` of `days` of the small universe, and the environment of only these variables."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("KFS_", "DAGSTER_"))}
     env.update(source_environment(small_universe["dsn"], small_universe["tables"], root))
     env.pop("KFS_WAREHOUSE")
     env.update(variables)
-    return subprocess.run([sys.executable, "-m", "kfs.cli", "materialize", "--start", days[0].isoformat(),
-                           "--end", days[-1].isoformat()], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=900)
+    return [sys.executable, "-m", "kfs.cli", "materialize", "--start", days[0].isoformat(),
+            "--end", days[-1].isoformat()], env
+
+
+def materialize(small_universe, days, root: Path, **variables: str) -> subprocess.CompletedProcess:
+    """`kfs materialize` of `days` of the small universe, in a process of its own, with only these variables."""
+    command, env = _materialize_command(small_universe, days, root, **variables)
+    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
 def lake_contents(lake: Lake) -> dict[str, object]:
@@ -118,4 +123,45 @@ def test_a_bad_scheduler_address_is_one_line(small_universe, nightly_days, tmp_p
     done = materialize(small_universe, nightly_days, tmp_path, KFS_EXECUTOR="dask", KFS_DASK_SCHEDULER="localhost:8786")
     assert done.returncode == 2 and "KFS_DASK_SCHEDULER must be a scheduler address" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _descendants(pid: int) -> set[int]:
+    from kfs.interrupts import child_pids
+
+    found, frontier = set(), [pid]
+    while frontier:
+        frontier = [child for parent in frontier for child in child_pids(parent)]
+        found.update(frontier)
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_a_dask_materialize_killed_with_sigkill_leaves_no_process_behind(small_universe, nightly_days, tmp_path):
+    import time
+
+    command, env = _materialize_command(small_universe, nightly_days, tmp_path, KFS_EXECUTOR="dask", KFS_WORKERS="2")
+    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    seen: set[int] = set()
+    try:
+        # the moment of F8 (issue 28): two dask workers and two run processes (all spawned) are up, runs started
+        while sum("spawn_main" in _cmdline(p) for p in seen) < 4:
+            assert process.poll() is None and time.monotonic() < deadline, "the run ended before the moment to kill it"
+            seen |= _descendants(process.pid)
+            time.sleep(0.2)
+        time.sleep(3)
+        seen |= _descendants(process.pid)
+    finally:
+        process.kill()
+        process.wait(30)
+    deadline = time.monotonic() + 60
+    while (alive := [p for p in seen if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert alive == [], f"{len(alive)} of {len(seen)} processes outlived the killed command"
 
