@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kfs.interrupts import child_pids
 from tests.conftest import REPO, source_environment
+from tests.processes import cmdline, descendants
 
 RERUN_BOUND_S = 240  # a clean run takes ~25 s here; a run blocked by a dead one never ends
 
@@ -33,29 +33,13 @@ def _lake_files(lake: Path) -> dict[str, bytes]:
             if not p.name.startswith(".")}
 
 
-def _descendants(pid: int) -> list[int]:
-    found, frontier = [], [pid]
-    while frontier:
-        children = [c for p in frontier for c in child_pids(p)]
-        found += children
-        frontier = children
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def _kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> dict[int, str]:
     """SIGKILL `process` once `ready(commands)` holds for the command lines of the processes it has started;
     returns those processes as seen at that moment (pid -> command line), to check they die too. One look
     serves both: a short-lived child (`dbt --version`) seen by a second look could be gone already."""
     deadline = time.monotonic() + timeout
     while True:
-        children = {pid: _cmdline(pid) for pid in _descendants(process.pid)}
+        children = {pid: cmdline(pid) for pid in descendants(process.pid)}
         if ready(children.values()):
             break
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before the moment to kill it"

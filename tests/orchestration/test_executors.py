@@ -17,6 +17,7 @@ from psycopg import conninfo
 from core.catalog import Lake
 from tests import run_once
 from tests.conftest import REPO, source_environment
+from tests.processes import cmdline, descendants
 
 
 @pytest.fixture(scope="module")
@@ -125,23 +126,6 @@ def test_a_bad_scheduler_address_is_one_line(small_universe, nightly_days, tmp_p
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def _descendants(pid: int) -> set[int]:
-    from kfs.interrupts import child_pids
-
-    found, frontier = set(), [pid]
-    while frontier:
-        frontier = [child for parent in frontier for child in child_pids(parent)]
-        found.update(frontier)
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def test_a_dask_materialize_killed_with_sigkill_leaves_no_process_behind(small_universe, nightly_days, tmp_path):
     import time
 
@@ -151,12 +135,12 @@ def test_a_dask_materialize_killed_with_sigkill_leaves_no_process_behind(small_u
     seen: set[int] = set()
     try:
         # the moment of F8 (issue 28): two dask workers and two run processes (all spawned) are up, runs started
-        while sum("spawn_main" in _cmdline(p) for p in seen) < 4:
+        while sum("spawn_main" in cmdline(p) for p in seen) < 4:
             assert process.poll() is None and time.monotonic() < deadline, "the run ended before the moment to kill it"
-            seen |= _descendants(process.pid)
+            seen.update(descendants(process.pid))
             time.sleep(0.2)
         time.sleep(3)
-        seen |= _descendants(process.pid)
+        seen.update(descendants(process.pid))
     finally:
         process.kill()
         process.wait(30)
