@@ -213,10 +213,10 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def end_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
-    """In a child process: receive `signum` when the process that started it dies, however it dies. A run
-    process of `kfs materialize` killed with SIGKILL cannot stop its children, and a pool process in the
-    middle of a run would otherwise go on (or wait on a dask scheduler that died with it) for minutes. Linux
-    only; elsewhere a no-op. SIGTERM, not SIGKILL: the run's own handlers end it as an interrupt."""
+    """In a child process: receive `signum` when the process that started it dies, however it dies. A `kfs`
+    killed with SIGKILL cannot stop its children, and a run process in the middle of a run would otherwise go
+    on (or wait on a dask scheduler that died with it) for minutes. Linux only; elsewhere a no-op. SIGTERM,
+    not SIGKILL: the run's own handlers end it as an interrupt."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -226,4 +226,3 @@ def end_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
         return  # not permitted here: the child lives as it did before
     if os.getppid() != parent_pid:  # the parent died before the request: nobody will send the signal
         os.kill(os.getpid(), signum)
-
