@@ -42,3 +42,19 @@ def test_the_dbt_contract_is_rendered_from_the_python_owners():
 
     for path, text in rendered().items():
         assert path.read_text() == text, f"{path.name} is stale: run `make docs`"
+
+
+def test_the_dbt_wrapper_reports_the_installed_version_without_starting_dbt(tmp_path):
+    """dagster-dbt runs `<executable> --version` once per step and parses the first x.y.z; the wrapper answers
+    from the installed packages (dbt itself would import its CLI and ask PyPI)."""
+    import re
+    import subprocess
+
+    from dbt.version import __version__ as installed
+
+    from orchestration.dbt_child import watched_dbt_executable
+    from orchestration.dbt_project import DBT_EXECUTABLE
+
+    wrapper = watched_dbt_executable(tmp_path, DBT_EXECUTABLE)
+    answer = subprocess.run([wrapper, "--version"], capture_output=True, text=True, timeout=60, check=True)
+    assert re.search(r"(\d+\.\d+\.\d+)", answer.stdout).group(1) == installed

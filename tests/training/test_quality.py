@@ -22,8 +22,10 @@ the final hour, the fair best rule, each known-answer rule and a random one show
 the signal rules no drift gross at the mid. The equivalence test was printed, not asserted, until the
 simulator's null was fixed (a book clamped at 97/98 paid the favourite); it is asserted since.
 Cross-market Sharpe and the share of profitable markets are printed, not asserted. The replication over
-five other seeds is `make quality` (bench/quality_bench.py), not part of `make test`.
+five other seeds is `make quality` (bench/quality_bench.py).
 
+This bar is `make quality-test`, not part of `make test`: two full universes trained with the nightly profile
+take about 35 minutes of two cores' time, more than the whole suite's budget (25 minutes on two cores).
 The two universes are two tests, each in its own xdist group, which tests/conftest.py starts first: they run
 on separate workers, side by side.
 """
