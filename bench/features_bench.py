@@ -3,7 +3,9 @@
 - every per-event feature, offline from the raw lake (parquet read, record ordering, engine, frame), in
   events/s, against the plain-Python reference (tests/reference) on a sample of the same events;
 - scaling: time for twice the events, as a multiple of the time for the events once;
-- the engine kernel alone on one core (a subprocess with one Polars and one numba thread), records ready.
+- the engine kernel alone on one core (a subprocess with one Polars and one numba thread), records ready;
+- point-in-time retrieval (`features.store.historical_features`) of 1M labelled rows at random times, in rows/s,
+  against DuckDB's ASOF JOIN over the same files (which must find the same feature times).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import polars as pl
 
 from bench.results_io import Result, print_results, write_results
 from core.catalog import Lake
-from features.events import build_event_features, load_markets, load_raw
+from features.events import build_event_features, load_markets, load_raw, materialize_event_features
 from features.resolution import build_resolution_history, materialize_resolution_history
 from kfs.universe import drop_schema, ingest_days, simulate_into, universe_days
 from source.pg_server import source_dsn
@@ -141,6 +143,36 @@ def scaling(lake: Lake, first: date, last: date, root: Path) -> tuple[float, int
     return (t_all / t_half) * (2.0 / (n_all / n_half)), n_half, n_all
 
 
+def point_in_time(lake: Lake, entities: int = 1_000_000) -> tuple[float, float]:
+    """(seconds of historical_features, seconds of DuckDB's ASOF JOIN) for `entities` random labelled rows;
+    both must give each row the same feature time."""
+    import duckdb
+    import numpy as np
+
+    from features import store
+
+    times = store.load_events(lake=lake, columns=["event_time_ms"]).collect()
+    rng = np.random.default_rng(11)
+    labels = pl.DataFrame({
+        "market_ticker": times["market_ticker"].unique().sort().sample(entities, with_replacement=True, seed=11),
+        "timestamp_ms": rng.integers(times["event_time_ms"].min(), times["event_time_ms"].max(), entities)})
+    started = time.perf_counter()
+    ours = store.historical_features(labels, features=["ob_yes_mid_prob", "ob_yes_depth_imbalance", "tm_burst"],
+                                     lake=lake)
+    ours_s = time.perf_counter() - started
+    files = [str(path) for path in lake.verified_partition_files("features_events")]
+    connection = duckdb.connect()
+    connection.register("labels", labels.with_row_index("row").to_arrow())
+    started = time.perf_counter()
+    theirs = pl.from_arrow(connection.execute(
+        f"SELECT f.event_time_ms, f.ob_yes_mid_prob, f.ob_yes_depth_imbalance, f.tm_burst FROM labels l "
+        f"ASOF LEFT JOIN read_parquet({files}) f ON l.market_ticker = f.market_ticker "
+        f"AND l.timestamp_ms >= f.event_time_ms ORDER BY l.row").to_arrow_table())
+    duckdb_s = time.perf_counter() - started
+    assert ours["feature_event_time_ms"].equals(theirs["event_time_ms"].cast(pl.Int64)), "the joins disagree"
+    return ours_s, duckdb_s
+
+
 def main() -> list[Result]:
     dsn = source_dsn()
     root = Path(tempfile.mkdtemp(prefix="kfs-bench-features-"))
@@ -158,6 +190,8 @@ def main() -> list[Result]:
             env={**os.environ, "POLARS_MAX_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                  "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=True, cwd=REPO)
         kernel = json.loads(one_core.stdout.strip().splitlines()[-1])
+        materialize_event_features(lake, first, last)
+        pit_s, pit_duckdb_s = point_in_time(lake)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         drop_schema(dsn, SCHEMA)
@@ -169,6 +203,8 @@ def main() -> list[Result]:
                baseline_name=f"time for {n_half:,} events", baseline_value=1.0, ratio=scale),
         Result("engine_kernel_one_core_events_per_s", kernel["events"] / kernel["kernel_s"], "events/s",
                target=f">= 2,000,000 ({kernel['records']:,} records incl. trades)"),
+        Result("point_in_time_rows_per_s", 1_000_000 / pit_s, "rows/s", "duckdb_asof_join_rows_per_s",
+               1_000_000 / pit_duckdb_s, pit_duckdb_s / pit_s, target=f"1M labels over {events:,} feature rows"),
     ]
     write_results("features.json", results)
     print_results("features (demo universe: 300 markets x 7 days)", results)

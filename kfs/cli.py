@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rec.set_defaults(command_module="kfs.commands.reconcile")
 
+    feats = sub.add_parser("features", help="the features as of each row of a labels file (a point-in-time join)")
+    feats.add_argument("--entities", required=True,
+                       help="a .parquet or .csv file with market_ticker, timestamp_ms (epoch ms) and any labels")
+    feats.add_argument("--out", required=True, help="the .parquet or .csv file to write")
+    feats.add_argument("--features", help="comma-separated feature columns (default: every feature)")
+    feats.add_argument("--max-age", help="leave out feature rows older than this: 90s, 10m, 2h, 1d (default: no limit)")
+    feats.set_defaults(command_module="kfs.commands.features")
+
     train_cmd = sub.add_parser("train", help="train, validate and publish the policy on the feature store",
                                add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     train_cmd.add_argument("-h", "--help", action=HelpWithProfiles, nargs=0, help="show this help message and exit")

@@ -9,6 +9,7 @@ from features.events import materialize_event_features
 from features.quality import validate_event_file
 from features.resolution import materialize_resolution_history
 from features.splits import read_market_categories, update_registry
+from orchestration.assets.ingest import covers, rows_by_day_table
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LakeResource
 
@@ -59,7 +60,8 @@ def features_events(context: dg.AssetExecutionContext, lake: LakeResource):
         evaluated += quality.evaluated
         failures.extend({"day": day, **failure} for failure in quality.failed)
     return dg.MaterializeResult(
-        metadata={**report.as_metadata(), "rows_by_day": report.rows_by_day},
+        metadata={"covers": covers(context.partition_keys), **report.as_metadata(),
+                  "rows_by_day": rows_by_day_table(report.rows_by_day)},
         check_results=[dg.AssetCheckResult(check_name=QUALITY_CHECK, passed=not failures,
                                            metadata={"expectations_evaluated": evaluated, "failed": failures[:20]})],
     )

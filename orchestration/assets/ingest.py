@@ -40,6 +40,18 @@ def report_metadata(report: PartitionReport) -> dict:
     }
 
 
+def covers(partition_keys) -> str:
+    """What a materialization's figures are of. Dagster gives every partition of a range run the run's one
+    metadata (no per-partition metadata in a single run: dagster-io/dagster#18123), so a range says so."""
+    keys = list(partition_keys)
+    return keys[0] if len(keys) == 1 else f"the whole range {keys[0]} .. {keys[-1]} ({len(keys)} days): totals"
+
+
+def rows_by_day_table(rows: dict[str, int]) -> dg.MetadataValue:
+    return dg.MetadataValue.table([dg.TableRecord({"day": day, "rows": count}) for day, count in rows.items()],
+                                  dg.TableSchema([dg.TableColumn("day", "string"), dg.TableColumn("rows", "int")]))
+
+
 def report_checks(report: PartitionReport) -> list[dg.AssetCheckResult]:
     share = report.rows_quarantined / report.rows_read if report.rows_read else 0.0
     limit = settings().quarantine_max_share
@@ -100,9 +112,9 @@ def _raw_stream_asset(stream_name: str) -> dg.AssetsDefinition:
         reports = [ingest_partition(source_db.dsn(), stream_name, date.fromisoformat(key_), lake.lake(), source_db.tables())
                    for key_ in context.partition_keys]
         report = _combined(reports)
-        metadata = report_metadata(report)
+        metadata = {"covers": covers(context.partition_keys), **report_metadata(report)}
         if len(reports) > 1:
-            metadata["rows_by_day"] = {r.partition: r.rows_written for r in reports}
+            metadata["rows_by_day"] = rows_by_day_table({r.partition: r.rows_written for r in reports})
         checks = report_checks(report)
         checks[0] = dg.AssetCheckResult(check_name=RECONCILED, passed=all(r.reconciled for r in reports),
                                         metadata=checks[0].metadata)

@@ -17,6 +17,26 @@ AGREEMENT_CHECK = "int8_matches_fp32_actions"
 MIN_AGREEMENT = 0.99
 
 
+def figure(value: float | None, digits: int = 2) -> dg.MetadataValue:
+    """A number rounded for the UI (it shows floats to 16 digits); null stays null."""
+    return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(round(float(value), digits))
+
+
+def strategy_table(rows: list[dict]) -> dg.MetadataValue:
+    """The validation table (one row per strategy) as a Dagster table, dollars rounded to the cent."""
+    columns = [("strategy", "string"), ("markets", "int"), ("mean_return_dollars", "float"), ("ci_low", "float"),
+               ("ci_high", "float"), ("pct_profitable", "float"), ("cross_market_sharpe", "float"), ("orders", "int")]
+    records = [dg.TableRecord({name: (round(row[name], 2) if kind == "float" and row.get(name) is not None
+                                      else row.get(name)) for name, kind in columns}) for row in rows]
+    return dg.MetadataValue.table(records, dg.TableSchema([dg.TableColumn(name, kind) for name, kind in columns]))
+
+
+def named_figures(values: dict[str, float], key: str, value: str) -> dg.MetadataValue:
+    """A dict of figures (R² by horizon) as a two-column table."""
+    return dg.MetadataValue.table([dg.TableRecord({key: k, value: round(v, 4)}) for k, v in values.items()],
+                                  dg.TableSchema([dg.TableColumn(key, "string"), dg.TableColumn(value, "float")]))
+
+
 class TrainingRunConfig(dg.Config):
     profile: str = Field(DEFAULT_PROFILE, description="training profile: " + ", ".join(PROFILE_NAMES))
     steps: int | None = Field(None, description="PPO steps of this run (over KFS_TRAIN_STEPS and the profile's)")
@@ -45,10 +65,10 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
     curves_png = the_lake.read_bytes(the_lake.candidate() / "learning_curves.png")
     stages = summary["stages"]
     return dg.MaterializeResult(metadata={
-        "steps": summary["steps"], "seconds": round(summary["seconds"], 1), "device": summary["device"],
-        "steps_per_second": round(summary["steps_per_second"]), "episodes": summary["episodes"],
-        "train_markets": summary["train_markets"],
-        "forecaster_held_out_r2": dg.MetadataValue.json(stages["forecaster"]["held_out"]["r2"]),
+        "steps": dg.MetadataValue.int(summary["steps"]), "seconds": figure(summary["seconds"], 1),
+        "device": summary["device"], "steps_per_second": dg.MetadataValue.int(round(summary["steps_per_second"])),
+        "episodes": dg.MetadataValue.int(summary["episodes"]), "train_markets": dg.MetadataValue.int(summary["train_markets"]),
+        "forecaster_held_out_r2": named_figures(stages["forecaster"]["held_out"]["r2"], "horizon", "r2"),
         "forecast_trader": summary["trader"]["rule"],
         "kept": published_stage(summary),
         "cut_short_by_time_limit": dg.MetadataValue.json(stages["cut_short_by_time_limit"]),
@@ -70,11 +90,14 @@ def policy_validation(context: dg.AssetExecutionContext, lake: LakeResource):
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.md(report),
         "report_path": dg.MetadataValue.path(result["report"]),
-        "policy_mean_return_dollars": policy_row["mean_return_dollars"],
-        "policy_ci_low": policy_row["ci_low"],
-        "policy_cross_market_sharpe": policy_row["cross_market_sharpe"],
+        "strategies": strategy_table(result["table"]),
+        "policy_mean_return_dollars": figure(policy_row["mean_return_dollars"]),
+        "policy_ci_low": figure(policy_row["ci_low"]),
+        "policy_cross_market_sharpe": figure(policy_row["cross_market_sharpe"]),
         "best_rule": result["best_rule"]["rule"],
-        "recovery_of_known_answer": dg.MetadataValue.json(result["recovery"]),
+        "recovery_of_known_answer": figure(result["recovery"]["ratio"]),
+        "recovery_ci_low": figure(result["recovery"]["ci_low"]),
+        "recovery_ci_high": figure(result["recovery"]["ci_high"]),
     })
 
 
@@ -82,8 +105,8 @@ def policy_validation(context: dg.AssetExecutionContext, lake: LakeResource):
           check_specs=[dg.AssetCheckSpec(AGREEMENT_CHECK, asset="published_policy",
                                          description=f"int8 and fp32 pick the same action on >= {MIN_AGREEMENT:.0%} "
                                                      "of validation observations")],
-          description="TorchScript dynamic-int8 artifact, manifest and registry entry under models/<version>/; the "
-                      "production alias moves only through the promotion gate.")
+          description="TorchScript dynamic-int8 artifact, manifest and registry entry under `models/<version>/`; "
+                      "the production alias moves only through the promotion gate.")
 def published_policy(context: dg.AssetExecutionContext, lake: LakeResource):
     from training.release.runs import run_publish
 
@@ -94,12 +117,12 @@ def published_policy(context: dg.AssetExecutionContext, lake: LakeResource):
                   "promotion_reasons": dg.MetadataValue.json(manifest["promotion"]["reasons"]),
                   "gate_comparisons": dg.MetadataValue.md("\n".join(f"- {line}" for line in
                                                                     manifest["promotion"]["comparisons"])),
-                  "int8_p50_us": manifest["latency_us"]["int8"]["p50_us"],
-                  "int8_p99_us": manifest["latency_us"]["int8"]["p99_us"],
-                  "fp32_p99_us": manifest["latency_us"]["fp32"]["p99_us"],
-                  "agreement": agreement,
+                  "int8_p50_us": figure(manifest["latency_us"]["int8"]["p50_us"], 1),
+                  "int8_p99_us": figure(manifest["latency_us"]["int8"]["p99_us"], 1),
+                  "fp32_p99_us": figure(manifest["latency_us"]["fp32"]["p99_us"], 1),
+                  "agreement": figure(agreement, 4),
                   "manifest": dg.MetadataValue.json({k: manifest[k] for k in ("version", "feature_schema_hash",
                                                                               "training_partitions", "promotion")})},
         check_results=[dg.AssetCheckResult(check_name=AGREEMENT_CHECK, passed=agreement >= MIN_AGREEMENT,
-                                           metadata={"agreement": agreement})],
+                                           metadata={"agreement": figure(agreement, 4)})],
     )

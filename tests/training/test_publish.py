@@ -132,9 +132,10 @@ def test_promotion_and_hot_reload(published, tmp_path):
                                                              for v in read_registry(lake)["versions"])
 
 
-def test_evaluating_a_version_twice_gives_its_published_validation(published, tmp_path):
-    """`kfs evaluate` scores the published files themselves: twice the same JSON (strict: no NaN or Infinity),
-    and the figures of the version's own validation, with every strategy of it (the forecast trader too)."""
+def test_evaluating_a_version_gives_its_published_validation(published, tmp_path):
+    """`kfs evaluate` scores the published files themselves: strict JSON (no NaN or Infinity) with the figures
+    of the version's own validation, computed by another process before publishing: every strategy (the
+    forecast trader too), the comparisons, the recovery and the best rule."""
     import json
     import os
     import subprocess
@@ -143,22 +144,18 @@ def test_evaluating_a_version_twice_gives_its_published_validation(published, tm
     from tests.conftest import REPO
 
     lake, _, _, validation, manifest = published
-    written = []
-    for attempt in ("first", "second"):
-        path = tmp_path / f"{attempt}.json"
-        done = subprocess.run([sys.executable, "-m", "kfs.cli", "evaluate", "--split", "validation", "--version",
-                               manifest["version"], "--json", str(path), "--no-latency-check"],
-                              env={**os.environ, "KFS_LAKE": str(lake.root), "KFS_HOME": str(tmp_path / "home")},
-                              cwd=REPO, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert "int8 latency on this machine: p50" in done.stdout and "scored forecast_trader" in done.stderr
-        written.append(path.read_text())
-    assert written[0] == written[1]
+    path = tmp_path / "evaluated.json"
+    done = subprocess.run([sys.executable, "-m", "kfs.cli", "evaluate", "--split", "validation", "--version",
+                           manifest["version"], "--json", str(path), "--no-latency-check"],
+                          env={**os.environ, "KFS_LAKE": str(lake.root), "KFS_HOME": str(tmp_path / "home")},
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "int8 latency on this machine: p50" in done.stdout and "scored forecast_trader" in done.stderr
 
     def strict(constant):
         raise AssertionError(f"{constant} in the JSON")
 
-    evaluated = json.loads(written[0], parse_constant=strict)
+    evaluated = json.loads(path.read_text(), parse_constant=strict)
     assert evaluated["table"] == validation["table"] and "forecast_trader" in {r["strategy"] for r in evaluated["table"]}
     assert evaluated["comparison"] == validation["comparison"] == manifest["baseline_comparison"]
     assert evaluated["recovery"] == validation["recovery"] and evaluated["best_rule"] == validation["best_rule"]

@@ -19,56 +19,107 @@ def _pyplot():
     return plt
 
 
+DPI = 150
+
+
 def save_learning_curves(curves: list[dict], path: Path) -> Path:
+    """PPO's curves, one quantity (and one unit) per panel; approx KL on a log scale, where its small values
+    (1e-6..1e-2) are readable."""
     plt = _pyplot()
     steps = [c["steps"] for c in curves]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(steps, [c["episode_pnl_cents"] for c in curves])
-    axes[0].set_title("PPO: episode P&L (cents, finished episodes)")
-    axes[1].plot(steps, [c["entropy"] for c in curves], label="entropy")
-    axes[1].plot(steps, [c["orders_per_step"] for c in curves], label="orders / step")
-    axes[1].legend()
-    axes[1].set_title("exploration")
-    axes[2].plot(steps, [c["value_loss"] for c in curves], label="value loss")
-    axes[2].plot(steps, [c["approx_kl"] * 100 for c in curves], label="approx KL x100")
-    axes[2].legend()
-    axes[2].set_title("optimisation")
-    for ax in axes:
+    panels = [("episode P&L, finished episodes", "$ per episode", [c["episode_pnl_cents"] / 100 for c in curves], False),
+              ("policy entropy", "nats", [c["entropy"] for c in curves], False),
+              ("orders placed", "orders per step", [c["orders_per_step"] for c in curves], False),
+              ("value loss", "mean squared error (reward units²)", [c["value_loss"] for c in curves], False),
+              ("approx KL per update", "nats (log scale)", [max(c["approx_kl"], 1e-12) for c in curves], True)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(18, 3.8))
+    for ax, (title, unit, values, log) in zip(axes, panels):
+        ax.plot(steps, values, marker="." if len(steps) < 30 else None)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(unit)
         ax.set_xlabel("environment steps")
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle("PPO learning curves", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
 EQUITY_STRATEGIES = ("policy", "best_rule", "known_answer", "forecast_trader", "random", "buy_and_hold_yes")
+DOT_STRATEGIES = ("policy", "best_rule", "forecast_trader")
 
 
-def save_validation_plots(per_market: dict[str, pl.DataFrame], folder: Path, split: str) -> list[Path]:
-    plt = _pyplot()
-    equity, ax = plt.subplots(figsize=(7, 3.6))
-    for name, frame in per_market.items():
-        if name in EQUITY_STRATEGIES:
-            ax.plot(np.cumsum(frame.sort("market_ticker")["return_dollars"].to_numpy()), label=name)
-    ax.set_title(f"cumulative P&L over {split} markets ($, net of spread and fees)")
-    ax.set_xlabel("market")
-    ax.legend(fontsize=7)
-    equity.tight_layout()
+def save_validation_plots(per_market: dict[str, pl.DataFrame], folder: Path, split: str,
+                          booked_ms: dict[str, int] | None = None) -> list[Path]:
+    """Two plots of a split: the pooled equity curve over time (each market's P&L booked at `booked_ms`, its
+    last event; markets in ticker order where no time is given) and each market's P&L, sorted, with the mean
+    and its 95% BCa interval per strategy."""
     folder.mkdir(parents=True, exist_ok=True)
-    equity_path = folder / f"{split}_equity.png"
-    equity.savefig(equity_path, dpi=80)
-    histogram, ax = plt.subplots(figsize=(7, 3.6))
-    for name in ("policy", "best_rule", "known_answer"):
-        if name in per_market:
-            ax.hist(per_market[name]["return_dollars"].to_numpy(), bins=20, alpha=0.5, label=name)
-    ax.set_title(f"per-market return distribution, {split} ($)")
-    ax.legend(fontsize=7)
-    histogram.tight_layout()
-    histogram_path = folder / f"{split}_returns.png"
-    histogram.savefig(histogram_path, dpi=80)
-    plt.close("all")
-    return [equity_path, histogram_path]
+    return [_equity_plot(per_market, folder / f"{split}_equity.png", split, booked_ms),
+            _per_market_plot(per_market, folder / f"{split}_returns.png", split)]
+
+
+def _equity_plot(per_market: dict[str, pl.DataFrame], path: Path, split: str, booked_ms: dict[str, int] | None) -> Path:
+    from datetime import datetime, timezone
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    for name in EQUITY_STRATEGIES:
+        if name not in per_market:
+            continue
+        frame = per_market[name]
+        if booked_ms:
+            frame = frame.with_columns(pl.col("market_ticker").replace_strict(booked_ms, default=None,
+                                                                              return_dtype=pl.Int64).alias("booked"))
+            frame = frame.drop_nulls("booked").sort("booked", "market_ticker")
+            x = [datetime.fromtimestamp(ms / 1000, tz=timezone.utc) for ms in frame["booked"].to_list()]
+        else:
+            frame = frame.sort("market_ticker")
+            x = list(range(1, frame.height + 1))
+        ax.step(x, np.cumsum(frame["return_dollars"].to_numpy()), where="post", label=name,
+                linewidth=2.2 if name == "policy" else 1.2)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_title(f"{split}: cumulative P&L of all markets, net of spread and fees", fontsize=11)
+    ax.set_xlabel("time each market's P&L is booked (its last event, UTC)" if booked_ms else "market (ticker order)")
+    ax.set_ylabel("cumulative P&L ($)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="upper left")
+    if booked_ms:
+        fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _per_market_plot(per_market: dict[str, pl.DataFrame], path: Path, split: str) -> Path:
+    from training.evaluation.scoring import bca_interval
+
+    plt = _pyplot()
+    names = [name for name in DOT_STRATEGIES if name in per_market]
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    for offset, name in enumerate(names):
+        returns = np.sort(per_market[name]["return_dollars"].to_numpy())
+        rank = np.arange(1, len(returns) + 1)
+        dots = ax.plot(rank, returns, "o", markersize=4, alpha=0.8, label=name)[0]
+        mean, low, high = bca_interval(returns)
+        edge = len(returns) + 1.5 + offset * 1.2
+        ax.errorbar([edge], [mean], yerr=[[mean - low], [high - mean]], fmt="D", color=dots.get_color(), capsize=4)
+        dots.set_label(f"{name}: mean {mean:+.2f} [{low:+.2f}, {high:+.2f}]")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_title(f"{split}: P&L of each market, sorted; diamonds: the mean and its 95% BCa interval", fontsize=11)
+    ax.set_xlabel("market rank (sorted by its P&L, per strategy)")
+    ax.set_ylabel("P&L per market ($)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
 
 
 TABLE_HEADER = ("strategy", "markets", "mean $", "95% CI (BCa)", "% profitable", "cross-market Sharpe",

@@ -43,9 +43,10 @@ from training.release.publish import (
 from training.release.serving import PolicyLoadError, PolicyServer
 
 
-def _plots(result: dict, folder: Path) -> list[Path]:
+def _plots(result: dict, folder: Path, data: MarketData) -> list[Path]:
     per_market = {name: pl.DataFrame(rows) for name, rows in result["per_market"].items()}
-    return save_validation_plots(per_market, folder, result["split"])
+    last_event = {m.ticker: int(m.time_ms[-1]) for m in data.of_role(result["split"]) if len(m.time_ms)}
+    return save_validation_plots(per_market, folder, result["split"], last_event)
 
 
 def run_validation(lake: Lake, split: str = "validation", data: MarketData | None = None,
@@ -59,7 +60,7 @@ def run_validation(lake: Lake, split: str = "validation", data: MarketData | Non
     candidate = lake.candidate()
     with lake.local_folder(candidate, last=(f"{split}.json",)) as folder:
         training = json.loads((folder / "training.json").read_text())
-        plots = _plots(result, folder)
+        plots = _plots(result, folder, data)
         curves = pl.read_csv(folder / "learning_curves.csv").to_dicts() if (folder / "learning_curves.csv").exists() else []
         if curves:
             plots.insert(0, save_learning_curves(curves, folder / "learning_curves.png"))
