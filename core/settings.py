@@ -110,6 +110,14 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
+def ensure_private_home(current: Settings | None = None) -> Path:
+    """KFS_HOME, created owner-only (0700) when it does not exist: it holds the embedded server's password,
+    the model key, logs and locks. An existing folder keeps the mode its owner gave it."""
+    home = (current or settings()).home
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return home
+
+
 @contextmanager
 def environment_overrides(**values: str) -> Iterator[None]:
     """Set environment variables for a block and restore them after (a run against another lake, a

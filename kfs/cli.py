@@ -12,7 +12,7 @@ import math
 import sys
 
 from core.postgres import SourceUnavailable, redact
-from core.settings import SettingsError, settings
+from core.settings import SettingsError, ensure_private_home, settings
 from kfs.console import UsageError, err_console, one_line
 from kfs.interrupts import INTERRUPTED, exit_interrupted_cleanly, own_signals
 from source.simulator_defaults import (
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     try:
+        ensure_private_home()
         status = importlib.import_module(args.command_module).run(args)
         if INTERRUPTED.is_set() and not args.stops_cleanly:
             # a signal that Dagster swallowed while a step finished: still an interrupt

@@ -65,3 +65,22 @@ def test_the_readme_configuration_table_is_generated_from_the_declarations():
     assert section, "README.md lacks the settings table markers"
     assert section.group(1).strip() == markdown_table().strip(), "stale: run `make docs`"
     assert len({v.name for v in VARIABLES}) == len(VARIABLES)
+
+
+def test_a_new_kfs_home_is_owner_only_and_an_existing_one_keeps_its_mode(tmp_path):
+    import stat
+
+    from core.settings import environment_overrides
+    from kfs.cli import main
+
+    new_home = tmp_path / "fresh" / "home"
+    with environment_overrides(KFS_HOME=str(new_home)):
+        assert main(["features", "--entities", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o.csv")]) == 2
+    assert stat.S_IMODE(new_home.stat().st_mode) == 0o700
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with environment_overrides(KFS_HOME=str(shared)):
+        main(["features", "--entities", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o.csv")])
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
