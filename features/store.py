@@ -90,14 +90,7 @@ def historical_features(entities, features: list[str] | None = None, max_age: ti
     chosen = _feature_columns(features, frame.columns)
     reach_ms = _max_age_ms(max_age)
     keyed = frame.filter(pl.col("timestamp_ms").is_not_null())
-    first_day = last_day = None
-    if not keyed.is_empty():
-        earliest, latest = keyed["timestamp_ms"].min(), keyed["timestamp_ms"].max()
-        # A row lies in the day of its recorded time, which is at most its event time: nothing known by
-        # `latest` lies after that day. A day of slack before the reach keeps rows whose recorded time stepped back.
-        last_day = _utc_day(latest)
-        first_day = None if reach_ms is None else _utc_day(earliest - reach_ms) - timedelta(days=1)
-    rows = _known_rows(lake, first_day, last_day, keyed, chosen, reach_ms)
+    rows = _known_rows(lake, keyed, chosen, reach_ms)
     joined = (keyed.with_columns(pl.col("timestamp_ms").alias(_AS_OF)).sort(_AS_OF)
               .join_asof(rows, left_on=_AS_OF, right_on="__known_from", by="market_ticker", strategy="backward",
                          tolerance=reach_ms, check_sortedness=False))
@@ -164,17 +157,21 @@ def _utc_day(epoch_ms: int) -> date:
     return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).date()
 
 
-def _known_rows(lake: Lake, first_day: date | None, last_day: date | None, keyed: pl.DataFrame,
-                chosen: list[str], reach_ms: int | None) -> pl.DataFrame:
+def _known_rows(lake: Lake, keyed: pl.DataFrame, chosen: list[str], reach_ms: int | None) -> pl.DataFrame:
     """The feature rows the join can reach: the entities' markets, known by the latest entity time."""
     every_day = lake.partitions("features_events")
     if not every_day:
         raise FileNotFoundError(f"no event features under {lake.location('features_events')}: "
                                 "run `kfs materialize` first")
-    files = [] if last_day is None else lake.verified_partition_files("features_events", first_day, last_day)
+    files = []
+    if not keyed.is_empty():
+        earliest, latest = keyed["timestamp_ms"].min(), keyed["timestamp_ms"].max()
+        # A row lies in the day of its recorded time, which is at most its event time: nothing known by
+        # `latest` lies after that day. A day of slack before the reach keeps rows whose recorded time stepped back.
+        first_day = None if reach_ms is None else _utc_day(earliest - reach_ms) - timedelta(days=1)
+        files = lake.verified_partition_files("features_events", first_day, _utc_day(latest))
     scan = lake.scan_parquet(files or [lake.event_partition(every_day[0])])
     if files:
-        latest, earliest = keyed["timestamp_ms"].max(), keyed["timestamp_ms"].min()
         reach = pl.col("event_time_ms") <= latest
         if reach_ms is not None:
             reach &= pl.col("event_time_ms") >= earliest - reach_ms

@@ -14,6 +14,7 @@ from ingest.extract import (
     valid_time_range_ms,
 )
 from ingest.streams import PARTITIONED_STREAMS
+from orchestration.metadata import pairs_table
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LakeResource, SourceDatabase
 
@@ -48,8 +49,7 @@ def covers(partition_keys) -> str:
 
 
 def rows_by_day_table(rows: dict[str, int]) -> dg.MetadataValue:
-    return dg.MetadataValue.table([dg.TableRecord({"day": day, "rows": count}) for day, count in rows.items()],
-                                  dg.TableSchema([dg.TableColumn("day", "string"), dg.TableColumn("rows", "int")]))
+    return pairs_table(rows, ("day", "string"), ("rows", "int"))
 
 
 def report_checks(report: PartitionReport) -> list[dg.AssetCheckResult]:

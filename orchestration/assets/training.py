@@ -9,6 +9,7 @@ about four seconds each, for ingest and feature steps that never train.
 import dagster as dg
 from pydantic import Field
 
+from orchestration.metadata import figure, pairs_table, rows_table
 from orchestration.resources import LakeResource
 from training.profiles import DEFAULT_PROFILE, PROFILE_NAMES
 
@@ -17,24 +18,8 @@ AGREEMENT_CHECK = "int8_matches_fp32_actions"
 MIN_AGREEMENT = 0.99
 
 
-def figure(value: float | None, digits: int = 2) -> dg.MetadataValue:
-    """A number rounded for the UI (it shows floats to 16 digits); null stays null."""
-    return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(round(float(value), digits))
-
-
-def strategy_table(rows: list[dict]) -> dg.MetadataValue:
-    """The validation table (one row per strategy) as a Dagster table, dollars rounded to the cent."""
-    columns = [("strategy", "string"), ("markets", "int"), ("mean_return_dollars", "float"), ("ci_low", "float"),
-               ("ci_high", "float"), ("pct_profitable", "float"), ("cross_market_sharpe", "float"), ("orders", "int")]
-    records = [dg.TableRecord({name: (round(row[name], 2) if kind == "float" and row.get(name) is not None
-                                      else row.get(name)) for name, kind in columns}) for row in rows]
-    return dg.MetadataValue.table(records, dg.TableSchema([dg.TableColumn(name, kind) for name, kind in columns]))
-
-
-def named_figures(values: dict[str, float], key: str, value: str) -> dg.MetadataValue:
-    """A dict of figures (R² by horizon) as a two-column table."""
-    return dg.MetadataValue.table([dg.TableRecord({key: k, value: round(v, 4)}) for k, v in values.items()],
-                                  dg.TableSchema([dg.TableColumn(key, "string"), dg.TableColumn(value, "float")]))
+STRATEGY_COLUMNS = [("strategy", "string"), ("markets", "int"), ("mean_return_dollars", "float"), ("ci_low", "float"),
+                    ("ci_high", "float"), ("pct_profitable", "float"), ("cross_market_sharpe", "float"), ("orders", "int")]
 
 
 class TrainingRunConfig(dg.Config):
@@ -68,7 +53,8 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
         "steps": dg.MetadataValue.int(summary["steps"]), "seconds": figure(summary["seconds"], 1),
         "device": summary["device"], "steps_per_second": dg.MetadataValue.int(round(summary["steps_per_second"])),
         "episodes": dg.MetadataValue.int(summary["episodes"]), "train_markets": dg.MetadataValue.int(summary["train_markets"]),
-        "forecaster_held_out_r2": named_figures(stages["forecaster"]["held_out"]["r2"], "horizon", "r2"),
+        "forecaster_held_out_r2": pairs_table({k: round(v, 4) for k, v in stages["forecaster"]["held_out"]["r2"].items()},
+                                              ("horizon", "string"), ("r2", "float")),
         "forecast_trader": summary["trader"]["rule"],
         "kept": published_stage(summary),
         "cut_short_by_time_limit": dg.MetadataValue.json(stages["cut_short_by_time_limit"]),
@@ -90,7 +76,7 @@ def policy_validation(context: dg.AssetExecutionContext, lake: LakeResource):
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.md(report),
         "report_path": dg.MetadataValue.path(result["report"]),
-        "strategies": strategy_table(result["table"]),
+        "strategies": rows_table(result["table"], STRATEGY_COLUMNS),
         "policy_mean_return_dollars": figure(policy_row["mean_return_dollars"]),
         "policy_ci_low": figure(policy_row["ci_low"]),
         "policy_cross_market_sharpe": figure(policy_row["cross_market_sharpe"]),
